@@ -1,0 +1,370 @@
+"""The scorer: applies batches of events to lead states and decides MQL and nurture crossings.
+
+Pure: records and states in; new states, MQL events, nurture events and dead letters out. The
+per-event agent and the batch path share it unchanged.
+"""
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from scoring.decay import decay_factor, time_to_fall
+from scoring.errors import InvalidEvent
+from scoring.events import Event, EventKind, decode_event
+from scoring.outputs import BreakdownRow, DeadLetter, MqlEvent, NurtureEvent, Score
+from scoring.rules import EngagementRule, Rules
+from scoring.state import LeadState, Stage
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One raw record of an inbound topic; ``kind`` is ``None`` for a topic we do not know."""
+
+    kind: EventKind | None
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a batch produced. ``states`` holds only the states that changed."""
+
+    states: dict[str, LeadState] = field(default_factory=dict)
+    mql: list[MqlEvent] = field(default_factory=list)
+    nurture: list[NurtureEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    scored: int = 0
+    duplicates: int = 0
+    capped: int = 0
+    events_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def _round_rows(rows: list[BreakdownRow], total: float) -> tuple[BreakdownRow, ...]:
+    """Round rows to 0.01 so that they add up exactly to the rounded total."""
+    rounded = [BreakdownRow(r.rule, r.kind, round(r.points, 2), r.count) for r in rows]
+    residual = round(round(total, 2) - sum(r.points for r in rounded), 2)
+    if residual and rounded:
+        i = max(range(len(rounded)), key=lambda j: abs(rounded[j].points))
+        row = rounded[i]
+        rounded[i] = BreakdownRow(row.rule, row.kind, round(row.points + residual, 2), row.count)
+    return tuple(rounded)
+
+
+class Scorer:
+    """Scores leads with one rules file."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        half_lives = {r.half_life_ms for r in rules.engagement_rules}
+        self._single_half_life = half_lives.pop() if len(half_lives) == 1 else None
+
+    # -- the score at an instant -------------------------------------------------------------
+
+    def _fit_rows(self, state: LeadState) -> list[BreakdownRow]:
+        return [
+            BreakdownRow(rule.id, "fit", rule.points, 1)
+            for rule in self.rules.fit_rules
+            if rule.matches(state.profile.get(rule.attribute))
+        ]
+
+    def _engagement_total(self, state: LeadState, at_ms: int) -> float:
+        by_id = self.rules.by_id
+        total = 0.0
+        for rule_id, value in state.values.items():
+            rule = by_id.get(rule_id)
+            if rule is not None:
+                total += value * decay_factor(at_ms - state.ref_ms, rule.half_life_ms)
+        return total
+
+    def _fit_total(self, state: LeadState) -> float:
+        raw = sum(row.points for row in self._fit_rows(state))
+        return min(max(raw, self.rules.fit_min), self.rules.fit_max)
+
+    def _total(self, state: LeadState, at_ms: int) -> float:
+        rules = self.rules
+        engagement = self._engagement_total(state, at_ms)
+        return self._fit_total(state) + min(max(engagement, rules.engagement_min), rules.engagement_max)
+
+    def score_at(self, state: LeadState, at_ms: int) -> Score:
+        """The lead's score at ``at_ms`` with a breakdown whose rows add up to it."""
+        rules = self.rules
+        rows = self._fit_rows(state)
+        fit_raw = sum(row.points for row in rows)
+        fit = min(max(fit_raw, rules.fit_min), rules.fit_max)
+        if fit != fit_raw:
+            name = "fit_cap" if fit_raw > fit else "fit_floor"
+            rows.append(BreakdownRow(name, "adjustment", fit - fit_raw, 0))
+        engagement_raw = 0.0
+        for rule_id, value in state.values.items():
+            rule = rules.by_id.get(rule_id)
+            if rule is None:
+                continue
+            points = value * decay_factor(at_ms - state.ref_ms, rule.half_life_ms)
+            engagement_raw += points
+            rows.append(BreakdownRow(rule_id, "engagement", points, state.counts.get(rule_id, 0)))
+        engagement = min(max(engagement_raw, rules.engagement_min), rules.engagement_max)
+        if engagement != engagement_raw:
+            name = "engagement_cap" if engagement_raw > engagement else "engagement_floor"
+            rows.append(BreakdownRow(name, "adjustment", engagement - engagement_raw, 0))
+        total = fit + engagement
+        return Score(
+            score=round(total, 2),
+            fit=round(fit, 2),
+            engagement=round(engagement, 2),
+            breakdown=_round_rows(rows, total),
+        )
+
+    # -- decay to nurture -----------------------------------------------------------------------
+
+    def due_at(self, state: LeadState, after_ms: int) -> int | None:
+        """The first instant after ``after_ms`` at which a qualified lead's decayed score falls
+        below the nurture threshold, or ``None`` if it never does."""
+        rules = self.rules
+        # Decisions are taken on the score as reported, rounded to 0.01.
+        limit = rules.nurture_threshold - 0.005 - self._fit_total(state)
+        if limit > rules.engagement_max:
+            return after_ms
+        if limit <= rules.engagement_min:
+            return None
+        if self._single_half_life is not None:
+            value = self._engagement_total(state, after_ms)
+            wait = time_to_fall(value, limit, self._single_half_life)
+            if wait is None:
+                return None
+            candidate = after_ms + math.ceil(wait)
+        else:
+            longest = max(r.half_life_ms for r in rules.engagement_rules)
+            low, high = after_ms, after_ms + 64 * longest
+            if self._engagement_total(state, high) >= limit:
+                return None
+            while high - low > 1:
+                middle = (low + high) // 2
+                if self._engagement_total(state, middle) < limit:
+                    high = middle
+                else:
+                    low = middle
+            candidate = high
+        while round(self._total(state, candidate), 2) >= rules.nurture_threshold:
+            candidate += 1  # the closed form lands on the boundary; step past float rounding
+        return candidate
+
+    def settle(self, state: LeadState, now_ms: int) -> NurtureEvent | None:
+        """Return a qualified lead to nurture if its decayed score fell below the nurture
+        threshold by ``now_ms``; the event carries the exact instant it fell."""
+        if state.stage is not Stage.MQL or state.due_at is None or state.due_at > now_ms:
+            return None
+        at = state.due_at
+        if round(self._total(state, at), 2) >= self.rules.nurture_threshold:
+            state.due_at = self.due_at(state, at)  # not monotone (negative points): look again
+            return self.settle(state, now_ms)
+        state.stage = Stage.NURTURE
+        state.due_at = None
+        return NurtureEvent(
+            lead_id=state.lead_id,
+            crossing=state.crossings,
+            score=self.score_at(state, at),
+            threshold=self.rules.nurture_threshold,
+            at=at,
+            reason="decay",
+            rules_version=self.rules.version,
+        )
+
+    # -- applying events --------------------------------------------------------------------------
+
+    def _rebase(self, state: LeadState, to_ms: int) -> None:
+        by_id = self.rules.by_id
+        elapsed = to_ms - state.ref_ms
+        for rule_id, value in list(state.values.items()):
+            rule = by_id.get(rule_id)
+            if rule is None:
+                del state.values[rule_id]
+            else:
+                state.values[rule_id] = value * decay_factor(elapsed, rule.half_life_ms)
+        state.ref_ms = to_ms
+
+    def _count(self, state: LeadState, rule: EngagementRule, at_ms: int) -> bool:
+        """Add one event of ``rule`` at ``at_ms``; return False if the rule's cap held it back.
+
+        A cap counts the earliest N events of each fixed window, so that the score does not
+        depend on the order in which events arrive.
+        """
+        contribution = rule.points * decay_factor(state.ref_ms - at_ms, rule.half_life_ms)
+        if rule.cap is not None:
+            window = f"{rule.id}@{at_ms // rule.cap.window_ms}"
+            counted = state.cap_windows.setdefault(window, [])
+            if len(counted) >= rule.cap.count:
+                if at_ms >= counted[-1]:
+                    return False
+                evicted = counted.pop()
+                contribution -= rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms)
+                state.counts[rule.id] -= 1
+            bisect.insort(counted, at_ms)
+        state.values[rule.id] = state.values.get(rule.id, 0.0) + contribution
+        state.counts[rule.id] = state.counts.get(rule.id, 0) + 1
+        return True
+
+    def _forget_old(self, state: LeadState) -> None:
+        """Keep the duplicates memory within the late window and its size limit."""
+        rules = self.rules
+        assert state.last_event_at is not None
+        horizon = state.last_event_at - rules.late_window_ms
+        if len(state.seen) <= rules.max_tracked_events:
+            return
+        keep = sorted(state.seen.items(), key=lambda item: item[1])
+        excess = max(len(keep) - rules.max_tracked_events * 3 // 4, 0)
+        cut = max(keep[excess - 1][1] if excess else horizon, horizon)
+        state.seen = {eid: at for eid, at in keep if at > cut}
+        state.seen_floor = max(state.seen_floor, cut)
+        for window in [w for w in state.cap_windows if max(state.cap_windows[w]) <= cut]:
+            del state.cap_windows[window]
+
+    def apply(self, state: LeadState, event: Event, now_ms: int) -> tuple[int, list[object]]:
+        """Apply one event to its lead's state.
+
+        Returns (number of engagement rules counted, the MQL and nurture events it caused);
+        raises :class:`InvalidEvent` for an event that is too far in the future or too late to
+        be counted exactly once.
+        """
+        rules = self.rules
+        occurred = event.occurred_at
+        if occurred > now_ms + rules.max_future_skew_ms:
+            raise InvalidEvent("timestamp_out_of_range", "occurred_at is in the future")
+        last = state.last_event_at
+        if occurred <= state.seen_floor or (last is not None and occurred < last - rules.late_window_ms):
+            raise InvalidEvent(
+                "too_late", "occurred_at is older than the late window of this lead's latest event"
+            )
+        at = occurred if last is None or occurred > last else last
+        outputs: list[object] = []
+        nurtured = self.settle(state, at)
+        if nurtured is not None:
+            outputs.append(nurtured)
+
+        state.seen[event.event_id] = occurred
+        state.last_event_at = at
+        if state.first_event_at is None or occurred < state.first_event_at:
+            state.first_event_at = occurred
+        counted = 0
+        if event.kind is EventKind.LEAD_PROFILE:
+            for name, value in event.attrs.items():
+                if state.profile_at.get(name, -1) <= occurred:
+                    state.profile[name] = value
+                    state.profile_at[name] = occurred
+        else:
+            if at > state.ref_ms:
+                self._rebase(state, at)
+            for rule in rules.by_kind[event.kind]:
+                if rule.matches(event.attrs):
+                    counted += self._count(state, rule, occurred)
+        self._forget_old(state)
+
+        total = round(self._total(state, at), 2)
+        if state.stage is not Stage.MQL and total >= rules.mql_threshold:
+            state.stage = Stage.MQL
+            state.crossings += 1
+            state.mql_at = at
+            state.trigger_event_id = event.event_id
+            outputs.append(
+                MqlEvent(
+                    lead_id=state.lead_id,
+                    crossing=state.crossings,
+                    score=self.score_at(state, at),
+                    threshold=rules.mql_threshold,
+                    crossed_at=at,
+                    triggering_event_id=event.event_id,
+                    rules_version=rules.version,
+                )
+            )
+        elif state.stage is Stage.MQL and total < rules.nurture_threshold:
+            state.stage = Stage.NURTURE
+            state.due_at = None
+            outputs.append(
+                NurtureEvent(
+                    lead_id=state.lead_id,
+                    crossing=state.crossings,
+                    score=self.score_at(state, at),
+                    threshold=rules.nurture_threshold,
+                    at=at,
+                    reason="negative_signal",
+                    rules_version=rules.version,
+                )
+            )
+        if state.stage is Stage.MQL:
+            state.due_at = self.due_at(state, at)
+        return counted, outputs
+
+    def process_batch(
+        self, records: Iterable[InputRecord], states: Mapping[str, LeadState], now_ms: int
+    ) -> BatchResult:
+        """Score a batch of records (in offset order) against their leads' states.
+
+        ``states`` holds the known states of the batch's leads; a lead absent from it is new.
+        Every record ends either scored, a counted duplicate, or a dead letter with its reason.
+        """
+        result = BatchResult()
+        changed = result.states
+        for record in records:
+            try:
+                if record.kind is None:
+                    raise InvalidEvent("unknown_topic", f"no event kind for topic {record.topic!r}")
+                event = decode_event(record.kind, record.key, record.value)
+                state = changed.get(event.lead_id) or states.get(event.lead_id)
+                if state is None:
+                    state = LeadState(lead_id=event.lead_id)
+                if event.event_id in state.seen:
+                    result.duplicates += 1
+                    continue
+                counted, outputs = self.apply(state, event, now_ms)
+            except InvalidEvent as exc:
+                result.dead_letters.append(
+                    DeadLetter(
+                        exc.reason,
+                        exc.detail,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                    )
+                )
+                continue
+            except Exception as exc:  # a bug must not lose the record: dead-letter it
+                result.dead_letters.append(
+                    DeadLetter(
+                        "scoring_error",
+                        f"{type(exc).__name__}: {str(exc)[:200]}",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                    )
+                )
+                continue
+            changed[event.lead_id] = state
+            result.scored += 1
+            result.events_by_kind[event.kind.value] = result.events_by_kind.get(event.kind.value, 0) + 1
+            if event.kind is not EventKind.LEAD_PROFILE and counted == 0:
+                result.capped += 1
+            for output in outputs:
+                if isinstance(output, MqlEvent):
+                    result.mql.append(output)
+                elif isinstance(output, NurtureEvent):
+                    result.nurture.append(output)
+        return result
+
+    def expire_due(self, states: Iterable[LeadState], now_ms: int) -> BatchResult:
+        """Return to nurture the qualified leads whose decayed score fell by ``now_ms``."""
+        result = BatchResult()
+        for state in states:
+            event = self.settle(state, now_ms)
+            if event is not None:
+                result.nurture.append(event)
+                result.states[state.lead_id] = state
+            elif state.stage is Stage.MQL and state.due_at is not None and state.due_at > now_ms:
+                result.states[state.lead_id] = state  # re-scheduled after a non-monotone look
+        return result

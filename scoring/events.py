@@ -1,0 +1,199 @@
+"""Inbound events: their kinds, and the decoding and validation of one raw record."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from scoring.errors import InvalidEvent
+from scoring.timeutil import parse_rfc3339_ms
+
+
+class EventKind(StrEnum):
+    """The kinds of inbound event; each has its own topic."""
+
+    WEB_VISIT = "web_visit"
+    EMAIL_EVENT = "email_event"
+    CONTENT_DOWNLOAD = "content_download"
+    WEBINAR_EVENT = "webinar_event"
+    LEAD_PROFILE = "lead_profile"
+
+
+SCORED_KINDS = (
+    EventKind.WEB_VISIT,
+    EventKind.EMAIL_EVENT,
+    EventKind.CONTENT_DOWNLOAD,
+    EventKind.WEBINAR_EVENT,
+)
+
+# Per kind: field -> (accepted types, required). Strings are capped in length on decode.
+_STR = (str,)
+_INT = (int,)
+EVENT_SPECS: Mapping[EventKind, Mapping[str, tuple[tuple[type, ...], bool]]] = {
+    EventKind.WEB_VISIT: {
+        "url": (_STR, True),
+        "referrer": (_STR, False),
+        "anonymous_id": (_STR, False),
+        "utm_source": (_STR, False),
+        "utm_medium": (_STR, False),
+        "utm_campaign": (_STR, False),
+    },
+    EventKind.EMAIL_EVENT: {
+        "action": (_STR, True),
+        "campaign_id": (_STR, True),
+        "url": (_STR, False),
+    },
+    EventKind.CONTENT_DOWNLOAD: {
+        "asset_id": (_STR, True),
+        "asset_type": (_STR, True),
+        "title": (_STR, False),
+    },
+    EventKind.WEBINAR_EVENT: {
+        "webinar_id": (_STR, True),
+        "status": (_STR, True),
+        "minutes_attended": (_INT, False),
+        "webinar_type": (_STR, False),
+    },
+    EventKind.LEAD_PROFILE: {
+        "job_title": (_STR, False),
+        "seniority": (_STR, False),
+        "company_size": (_INT, False),
+        "industry": (_STR, False),
+        "country": (_STR, False),
+        "email": (_STR, False),
+    },
+}
+EVENT_FIELDS: Mapping[EventKind, tuple[str, ...]] = {kind: tuple(spec) for kind, spec in EVENT_SPECS.items()}
+_ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
+    (EventKind.EMAIL_EVENT, "action"): frozenset({"open", "click"}),
+    (EventKind.WEBINAR_EVENT, "status"): frozenset({"registered", "attended"}),
+    (EventKind.LEAD_PROFILE, "seniority"): frozenset(
+        {"intern", "individual_contributor", "manager", "director", "vp", "c_level", "owner"}
+    ),
+}
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 4096
+MAX_EVENT_BYTES = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded, validated inbound event. ``occurred_at`` is in epoch milliseconds."""
+
+    kind: EventKind
+    event_id: str
+    lead_id: str
+    occurred_at: int
+    attrs: Mapping[str, Any]
+
+
+def _text(payload: Mapping[str, Any], name: str, limit: int) -> str:
+    value = payload.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", f"field '{name}' is missing")
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"field '{name}' must be a string, got {type(value).__name__}")
+    if not value or len(value) > limit:
+        raise InvalidEvent("invalid_value", f"field '{name}' must have 1 to {limit} characters")
+    return value
+
+
+def _occurred_at(payload: Mapping[str, Any]) -> int:
+    value = payload.get("occurred_at")
+    if value is None:
+        raise InvalidEvent("missing_field", "field 'occurred_at' is missing")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidEvent(
+            "wrong_type",
+            "field 'occurred_at' must be an RFC 3339 string with a zone or epoch milliseconds",
+        )
+    if isinstance(value, int):
+        if not 0 <= value < 10**14:
+            raise InvalidEvent("timestamp_out_of_range", f"occurred_at {value} is not epoch milliseconds")
+        return value
+    try:
+        return parse_rfc3339_ms(value)
+    except ValueError as exc:
+        raise InvalidEvent("invalid_value", f"field 'occurred_at': {exc}") from None
+
+
+def _path_of(url: str) -> str:
+    if url.startswith("/"):
+        path = url.split("?", 1)[0].split("#", 1)[0]
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise InvalidEvent("invalid_value", "field 'url' is not a URL") from None
+        if not parts.scheme or not parts.netloc:
+            raise InvalidEvent("invalid_value", "field 'url' must be an absolute URL or a path")
+        path = parts.path or "/"
+    return path.lower()
+
+
+def _attrs(kind: EventKind, payload: Mapping[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for name, (types, required) in EVENT_SPECS[kind].items():
+        value = payload.get(name)
+        if value is None:
+            if required:
+                raise InvalidEvent("missing_field", f"field '{name}' is missing")
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = "an integer" if types is _INT else "a string"
+            raise InvalidEvent("wrong_type", f"field '{name}' must be {wanted}, got {type(value).__name__}")
+        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+            raise InvalidEvent("invalid_value", f"field '{name}' is longer than {MAX_TEXT_LENGTH}")
+        if isinstance(value, int) and value < 0:
+            raise InvalidEvent("invalid_value", f"field '{name}' must not be negative")
+        allowed = _ENUMS.get((kind, name))
+        if allowed is not None and value not in allowed:
+            raise InvalidEvent("invalid_value", f"field '{name}' must be one of {', '.join(sorted(allowed))}")
+        attrs[name] = value
+    if "url" in attrs:
+        attrs["path"] = _path_of(attrs["url"])
+    if kind is EventKind.LEAD_PROFILE:
+        email = attrs.pop("email", None)
+        if email is not None:
+            local, at, domain = email.rpartition("@")
+            if not at or not local or "." not in domain:
+                raise InvalidEvent("invalid_value", "field 'email' is not an e-mail address")
+            attrs["email_domain"] = domain.lower()
+        country = attrs.get("country")
+        if country is not None:
+            attrs["country"] = country.upper()
+    return attrs
+
+
+def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Event:
+    """Decode and validate one record of a topic of ``kind``; raise :class:`InvalidEvent`."""
+    if key is None:
+        raise InvalidEvent("missing_key", "the record has no key; it must be the lead id")
+    if value is None:
+        raise InvalidEvent("missing_field", "the record has no value")
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent("too_large", f"the value has {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+        raise InvalidEvent(reason, f"the value is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
+    lead_id = _text(payload, "lead_id", MAX_ID_LENGTH)
+    try:
+        key_text = key.decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
+    if key_text != lead_id:
+        raise InvalidEvent("key_mismatch", "the record key differs from the event's lead_id")
+    return Event(
+        kind=kind,
+        event_id=_text(payload, "event_id", MAX_ID_LENGTH),
+        lead_id=lead_id,
+        occurred_at=_occurred_at(payload),
+        attrs=_attrs(kind, payload),
+    )

@@ -1,0 +1,95 @@
+"""A lead's state as kept in the lead table, and its compact JSON encoding."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+STATE_FORMAT = 1
+
+
+class Stage(StrEnum):
+    """Lifecycle stages. ``lead`` and ``nurture`` are not qualified; ``mql`` is handed to sales."""
+
+    LEAD = "lead"
+    MQL = "mql"
+    NURTURE = "nurture"
+
+
+@dataclass(slots=True)
+class LeadState:
+    """Everything the scorer knows about one lead.
+
+    Engagement is kept per rule as its decayed value at ``ref_ms``; the score at any instant is
+    computed from it, never rewritten by a batch job.
+    """
+
+    lead_id: str
+    profile: dict[str, str | int] = field(default_factory=dict)
+    profile_at: dict[str, int] = field(default_factory=dict)
+    ref_ms: int = 0
+    values: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    # "rule@window" -> occurred_at of the events counted in that fixed cap window, sorted.
+    cap_windows: dict[str, list[int]] = field(default_factory=dict)
+    # event id -> occurred_at, for the duplicates check within the late window.
+    seen: dict[str, int] = field(default_factory=dict)
+    seen_floor: int = -1
+    first_event_at: int | None = None
+    last_event_at: int | None = None
+    stage: Stage = Stage.LEAD
+    crossings: int = 0
+    mql_at: int | None = None
+    due_at: int | None = None
+    trigger_event_id: str | None = None
+
+
+def encode_state(state: LeadState) -> bytes:
+    """Encode a state as compact JSON for the lead table."""
+    return orjson.dumps(
+        {
+            "f": STATE_FORMAT,
+            "id": state.lead_id,
+            "p": state.profile,
+            "pa": state.profile_at,
+            "r": state.ref_ms,
+            "v": state.values,
+            "c": state.counts,
+            "w": state.cap_windows,
+            "s": state.seen,
+            "sf": state.seen_floor,
+            "fe": state.first_event_at,
+            "le": state.last_event_at,
+            "st": state.stage.value,
+            "x": state.crossings,
+            "m": state.mql_at,
+            "d": state.due_at,
+            "t": state.trigger_event_id,
+        }
+    )
+
+
+def decode_state(data: bytes) -> LeadState:
+    """Decode a state written by :func:`encode_state`."""
+    raw: dict[str, Any] = orjson.loads(data)
+    if raw.get("f") != STATE_FORMAT:
+        raise ValueError(f"unknown lead state format {raw.get('f')!r}")
+    return LeadState(
+        lead_id=raw["id"],
+        profile=raw["p"],
+        profile_at=raw["pa"],
+        ref_ms=raw["r"],
+        values=raw["v"],
+        counts=raw["c"],
+        cap_windows=raw["w"],
+        seen=raw["s"],
+        seen_floor=raw["sf"],
+        first_event_at=raw["fe"],
+        last_event_at=raw["le"],
+        stage=Stage(raw["st"]),
+        crossings=raw["x"],
+        mql_at=raw["m"],
+        due_at=raw["d"],
+        trigger_event_id=raw["t"],
+    )

@@ -1,0 +1,287 @@
+"""The scorer: rule features, decay, hysteresis, duplicates and out-of-order events."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from scoring.engine import Scorer
+from scoring.outputs import MqlEvent
+from scoring.rules import Rules, parse_rules
+from scoring.state import LeadState, Stage, decode_state, encode_state
+from tests.journeys import (
+    DAY_MS,
+    T0,
+    download,
+    email,
+    good_fit_profile,
+    profile,
+    qualifying_journey,
+    visit,
+    webinar,
+)
+
+NOW = T0 + 400 * DAY_MS
+
+
+def run(scorer: Scorer, records: list, now: int = NOW, states: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
+    states = {} if states is None else states
+    result = scorer.process_batch(records, states, now)
+    states.update(result.states)
+    return result, states
+
+
+def test_qualifying_journey_crosses_once_with_breakdown_that_adds_up(scorer: Scorer) -> None:
+    result, states = run(scorer, qualifying_journey("lead-1", T0))
+    assert result.scored == 5 and not result.dead_letters
+    assert len(result.mql) == 1
+    mql = result.mql[0]
+    assert mql.crossing == 1
+    assert mql.triggering_event_id == "lead-1-w1"
+    assert mql.score.fit == 32
+    assert mql.score.score >= 75
+    assert math.isclose(sum(r.points for r in mql.score.breakdown), mql.score.score, abs_tol=0.01)
+    rules = {row.rule: row for row in mql.score.breakdown}
+    assert rules["pricing_page"].count == 3
+    assert rules["demo_webinar_attended"].points > 9.9
+    assert states["lead-1"].stage is Stage.MQL
+
+
+def test_event_ids_are_deterministic_per_crossing(scorer: Scorer) -> None:
+    first, _ = run(scorer, qualifying_journey("lead-1", T0))
+    again, _ = run(scorer, qualifying_journey("lead-1", T0))
+    other, _ = run(scorer, qualifying_journey("lead-2", T0))
+    assert first.mql[0].event_id == again.mql[0].event_id
+    assert first.mql[0].event_id != other.mql[0].event_id
+
+
+def test_staying_above_threshold_sends_no_second_mql(scorer: Scorer) -> None:
+    _, states = run(scorer, qualifying_journey("lead-1", T0))
+    more, _ = run(scorer, [visit("lead-1", "x1", T0 + 10_000, "/demo")], states=states)
+    assert more.mql == [] and more.scored == 1
+
+
+def test_engagement_alone_never_qualifies_a_poor_fit(scorer: Scorer) -> None:
+    """A student on a free-mail domain who downloads everything stays below the threshold."""
+    lead = "student"
+    records = [profile(lead, "p", T0, job_title="Student", email="someone@gmail.com")]
+    records += [download(lead, f"d{i}", T0 + i * 1000, "api_docs") for i in range(1, 20)]
+    records += [visit(lead, f"v{i}", T0 + 30_000 + i, "/pricing") for i in range(10)]
+    records += [webinar(lead, f"w{i}", T0 + 60_000 + i, "attended") for i in range(3)]
+    result, states = run(scorer, records)
+    assert result.mql == []
+    score = scorer.score_at(states[lead], T0 + 70_000)
+    assert score.fit == -30  # -15 student, -15 free mail
+    assert score.engagement == 65  # capped
+    assert any(row.rule == "engagement_cap" for row in score.breakdown)
+
+
+def test_good_fit_without_engagement_does_not_qualify(scorer: Scorer) -> None:
+    result, states = run(scorer, [good_fit_profile("l", "p", T0)])
+    assert result.mql == []
+    assert scorer.score_at(states["l"], T0).score == 32
+
+
+def test_high_intent_pages_outweigh_blog_posts(scorer: Scorer) -> None:
+    _, pricing = run(scorer, [visit("a", "1", T0, "/pricing")])
+    _, blog = run(scorer, [visit("b", "1", T0, "/blog/some-post")])
+    assert scorer.score_at(pricing["a"], T0).score == 11  # page view + pricing
+    assert scorer.score_at(blog["b"], T0).score == 1
+
+
+def test_negative_points_for_careers_pages(scorer: Scorer) -> None:
+    _, states = run(scorer, [visit("a", "1", T0, "/pricing"), visit("a", "2", T0 + 1, "/careers/backend")])
+    score = scorer.score_at(states["a"], T0 + 1)
+    rows = {r.rule: r.points for r in score.breakdown}
+    assert rows["careers_page"] == -10
+    assert score.score == 2  # 1 + 10 + 1 - 10
+
+
+def test_engagement_floor_keeps_score_from_going_negative(scorer: Scorer) -> None:
+    _, states = run(scorer, [visit("a", "1", T0, "/careers"), visit("a", "2", T0 + 1, "/jobs")])
+    score = scorer.score_at(states["a"], T0 + 1)
+    assert score.engagement == 0
+    assert math.isclose(sum(r.points for r in score.breakdown), score.score, abs_tol=0.01)
+
+
+def test_cap_counts_at_most_n_per_window(scorer: Scorer) -> None:
+    visits = [visit("a", f"v{i}", T0 + i * 60_000, "/pricing") for i in range(5)]
+    result, states = run(scorer, visits)
+    assert states["a"].counts["pricing_page"] == 3
+    assert result.scored == 5  # capped events are still scored (their page views count)
+    # A week later, the next window counts again.
+    run(scorer, [visit("a", "late", T0 + 7 * DAY_MS + 1, "/pricing")], states=states)
+    assert states["a"].counts["pricing_page"] == 4
+
+
+def test_email_rules_use_their_own_half_life(scorer: Scorer, default_rules: Rules) -> None:
+    _, states = run(scorer, [email("a", "e1", T0, "click")])
+    assert scorer.score_at(states["a"], T0 + 14 * DAY_MS).score == 2  # 4 halved after 14 days
+
+
+def test_half_life_halves_exactly(scorer: Scorer) -> None:
+    _, states = run(scorer, [visit("a", "1", T0, "/demo")])  # 16 points
+    state = states["a"]
+    assert scorer.score_at(state, T0).engagement == 16
+    assert scorer.score_at(state, T0 + 30 * DAY_MS).engagement == 8
+    assert scorer.score_at(state, T0 + 60 * DAY_MS).engagement == 4
+
+
+def test_fit_does_not_decay(scorer: Scorer) -> None:
+    _, states = run(scorer, [good_fit_profile("a", "p", T0)])
+    assert scorer.score_at(states["a"], T0 + 3650 * DAY_MS).fit == 32
+
+
+def test_decay_returns_mql_to_nurture_at_the_exact_crossing_time(scorer: Scorer) -> None:
+    _, states = run(scorer, qualifying_journey("a", T0))
+    state = states["a"]
+    due = state.due_at
+    assert due is not None
+    engagement = scorer.score_at(state, state.last_event_at).engagement  # type: ignore[arg-type]
+    # The closed form t0 + H * log2(E0 / limit), where the reported (0.01) score drops below 40.
+    expected = state.last_event_at + 30 * DAY_MS * math.log2(engagement / (39.995 - 32))  # type: ignore[operator]
+    assert abs(due - expected) <= 1
+    assert scorer.expire_due([state], due - 1).nurture == []
+    tick = scorer.expire_due([state], due + DAY_MS)
+    assert len(tick.nurture) == 1
+    nurture = tick.nurture[0]
+    assert nurture.at == due and nurture.reason == "decay" and nurture.crossing == 1
+    assert nurture.score.score < 40
+    assert state.stage is Stage.NURTURE
+    assert scorer.expire_due([state], due + 2 * DAY_MS).nurture == []  # exactly one
+
+
+def test_hysteresis_between_thresholds_keeps_mql(scorer: Scorer) -> None:
+    _, states = run(scorer, qualifying_journey("a", T0))
+    state = states["a"]
+    assert state.due_at is not None
+    # Halfway to the due time the score is below 75 but above 40: still an MQL.
+    midway = (state.last_event_at + state.due_at) // 2  # type: ignore[operator]
+    assert 40 <= scorer.score_at(state, midway).score < 75
+    assert scorer.expire_due([state], midway).nurture == []
+    assert state.stage is Stage.MQL
+
+
+def test_requalifying_after_nurture_is_a_new_crossing(scorer: Scorer) -> None:
+    _, states = run(scorer, qualifying_journey("a", T0))
+    later = states["a"].due_at + DAY_MS  # type: ignore[operator]
+    journey = qualifying_journey("a", later, tag="-again")[1:]  # profile already known
+    result, _ = run(scorer, journey, states=states)
+    # The first event settles the overdue decay, then the journey crosses again.
+    assert [n.reason for n in result.nurture] == ["decay"]
+    assert [m.crossing for m in result.mql] == [2]
+    first = scorer.process_batch(qualifying_journey("b", T0), {}, NOW).mql[0]
+    assert result.mql[0].event_id != first.event_id
+
+
+def test_negative_signal_can_end_qualification(default_rules: Rules) -> None:
+    text = (
+        "[thresholds]\nmql = 20\nnurture = 10\n[fit]\nmax = 5\n[engagement]\nmax = 50\n"
+        '[[engagement_rules]]\nid = "demo"\nevent = "web_visit"\nurl = "/demo"\npoints = 25\n'
+        '[[engagement_rules]]\nid = "jobs"\nevent = "web_visit"\nurl = "/jobs"\npoints = -20\n'
+    )
+    scorer = Scorer(parse_rules(text))
+    result, states = run(scorer, [visit("a", "1", T0, "/demo"), visit("a", "2", T0 + 1, "/jobs")])
+    assert len(result.mql) == 1
+    assert [n.reason for n in result.nurture] == ["negative_signal"]
+    assert states["a"].stage is Stage.NURTURE
+
+
+def test_duplicate_event_ids_count_once(scorer: Scorer) -> None:
+    records = [visit("a", "same", T0, "/pricing"), visit("a", "same", T0 + 5, "/pricing")]
+    result, states = run(scorer, records)
+    assert result.scored == 1 and result.duplicates == 1
+    assert scorer.score_at(states["a"], T0 + 5).score == 11
+
+
+def test_redelivered_crossing_is_not_sent_again(scorer: Scorer) -> None:
+    journey = qualifying_journey("a", T0)
+    _, states = run(scorer, journey)
+    again, _ = run(scorer, journey, states=states)
+    assert again.mql == [] and again.duplicates == len(journey)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_out_of_order_events_give_the_same_score(scorer: Scorer, seed: int) -> None:
+    lead = "a"
+    records = [good_fit_profile(lead, "p", T0)]
+    paths = ["/pricing", "/blog/x", "/demo", "/careers", "/docs/api", "/pricing", "/product/a"]
+    for i in range(40):
+        records.append(visit(lead, f"v{i}", T0 + i * 3_600_000, paths[i % len(paths)]))
+        records.append(email(lead, f"e{i}", T0 + i * 3_600_000 + 7, "click" if i % 3 else "open"))
+    shuffled = records[:]
+    random.Random(seed).shuffle(shuffled)
+    _, ordered = run(scorer, records)
+    _, mixed = run(scorer, shuffled)
+    at = T0 + 45 * 3_600_000
+    a, b = scorer.score_at(ordered[lead], at), scorer.score_at(mixed[lead], at)
+    assert a.score == b.score
+    assert {r.rule: (r.points, r.count) for r in a.breakdown} == {
+        r.rule: (r.points, r.count) for r in b.breakdown
+    }
+
+
+def test_profile_updates_are_last_writer_wins_by_event_time(scorer: Scorer) -> None:
+    newer = profile("a", "p2", T0 + 10, seniority="vp")
+    older = profile("a", "p1", T0, seniority="intern")
+    _, states = run(scorer, [newer, older])
+    assert states["a"].profile["seniority"] == "vp"
+
+
+def test_email_address_is_reduced_to_its_domain(scorer: Scorer) -> None:
+    _, states = run(scorer, [profile("a", "p", T0, email="Jane.Doe@Example.ORG")])
+    assert states["a"].profile == {"email_domain": "example.org"}
+    assert b"Jane" not in encode_state(states["a"])
+
+
+def test_events_too_late_or_in_the_future_are_dead_lettered(scorer: Scorer) -> None:
+    records = [
+        visit("a", "1", T0 + 40 * DAY_MS, "/pricing"),
+        visit("a", "2", T0, "/pricing"),  # 40 days older than the lead's newest event
+        visit("a", "3", NOW + 2 * 3_600_000, "/pricing"),  # two hours in the future
+    ]
+    result, _ = run(scorer, records)
+    assert [d.reason for d in result.dead_letters] == ["too_late", "timestamp_out_of_range"]
+    assert [d.offset for d in result.dead_letters] == [0, 0]
+    assert result.scored == 1
+
+
+def test_duplicates_memory_is_bounded(default_rules: Rules) -> None:
+    text = "[engagement]\nmax_tracked_events = 10\n" + (
+        '[[engagement_rules]]\nid = "any"\nevent = "web_visit"\nurl = "/*"\npoints = 1\n'
+    )
+    scorer = Scorer(parse_rules(text))
+    _, states = run(scorer, [visit("a", f"v{i}", T0 + i, "/x") for i in range(30)])
+    state = states["a"]
+    assert len(state.seen) <= 10
+    late, _ = run(scorer, [visit("a", "v0", T0, "/x")], states=states)
+    assert [d.reason for d in late.dead_letters] == ["too_late"]  # cannot prove it is new
+
+
+def test_state_round_trips_through_its_encoding(scorer: Scorer) -> None:
+    _, states = run(scorer, qualifying_journey("a", T0))
+    state = states["a"]
+    copy = decode_state(encode_state(state))
+    assert copy == state
+    assert scorer.score_at(copy, NOW) == scorer.score_at(state, NOW)
+
+
+def test_state_with_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown lead state format"):
+        decode_state(b'{"f": 99}')
+
+
+def test_batch_spanning_many_leads_matches_one_event_at_a_time(scorer: Scorer) -> None:
+    records = list(
+        itertools.chain.from_iterable(qualifying_journey(f"l{i}", T0 + i) for i in range(20))
+    )
+    random.Random(1).shuffle(records)
+    batch, batch_states = run(scorer, records)
+    single_states: dict[str, LeadState] = {}
+    single: list[MqlEvent] = []
+    for rec in records:
+        result, single_states = run(scorer, [rec], states=single_states)
+        single.extend(result.mql)
+    assert sorted(m.event_id for m in batch.mql) == sorted(m.event_id for m in single)
+    assert batch_states == single_states

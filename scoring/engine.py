@@ -59,8 +59,6 @@ class Scorer:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        half_lives = {r.half_life_ms for r in rules.engagement_rules}
-        self._single_half_life = half_lives.pop() if len(half_lives) == 1 else None
 
     # -- the score at an instant -------------------------------------------------------------
 
@@ -130,9 +128,10 @@ class Scorer:
             return after_ms
         if limit <= rules.engagement_min:
             return None
-        if self._single_half_life is not None:
+        in_use = {rules.by_id[r].half_life_ms for r, v in state.values.items() if v and r in rules.by_id}
+        if len(in_use) <= 1:
             value = self._engagement_total(state, after_ms)
-            wait = time_to_fall(value, limit, self._single_half_life)
+            wait = time_to_fall(value, limit, in_use.pop()) if in_use else 0.0
             if wait is None:
                 return None
             candidate = after_ms + math.ceil(wait)

@@ -234,9 +234,7 @@ class Scorer:
             raise InvalidEvent("timestamp_out_of_range", "occurred_at is in the future")
         last = state.last_event_at
         if occurred <= state.seen_floor or (last is not None and occurred < last - rules.late_window_ms):
-            raise InvalidEvent(
-                "too_late", "occurred_at is older than the late window of this lead's latest event"
-            )
+            raise InvalidEvent("too_late", "occurred_at is older than the late window of this lead's latest event")
         at = occurred if last is None or occurred > last else last
         outputs: list[object] = []
         nurtured = self.settle(state, at)

@@ -183,9 +183,7 @@ def _fit_rule(source: str, index: int, table: Any) -> FitRule:
     reader.reject_unknown({"id", "attribute", "points", "in", "min", "max", "contains", "description"})
     attribute = reader.text("attribute")
     if attribute not in FIT_ATTRIBUTES:
-        raise reader.fail(
-            "attribute", f"unknown attribute {attribute!r} (known: {', '.join(FIT_ATTRIBUTES)})"
-        )
+        raise reader.fail("attribute", f"unknown attribute {attribute!r} (known: {', '.join(FIT_ATTRIBUTES)})")
     conditions = [name for name in ("in", "contains") if reader.has(name)]
     if reader.has("min") or reader.has("max"):
         conditions.append("min/max")
@@ -318,9 +316,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     if not isinstance(fit_rules, list) or not isinstance(engagement_rules, list):
         raise RulesError(f"{source}: fit_rules and engagement_rules must be arrays of tables")
     compiled_fit = tuple(_fit_rule(source, i, t) for i, t in enumerate(fit_rules))
-    compiled_engagement = tuple(
-        _engagement_rule(source, i, t, half_lives) for i, t in enumerate(engagement_rules)
-    )
+    compiled_engagement = tuple(_engagement_rule(source, i, t, half_lives) for i, t in enumerate(engagement_rules))
     seen: set[str] = set()
     for rule_id in [r.id for r in compiled_fit] + [r.id for r in compiled_engagement]:
         if rule_id in seen:

@@ -43,6 +43,8 @@ class LeadState:
     mql_at: int | None = None
     due_at: int | None = None
     trigger_event_id: str | None = None
+    # The input partition of the lead's events, kept so the due index can be rebuilt after recovery.
+    partition: int = -1
 
 
 def encode_state(state: LeadState) -> bytes:
@@ -66,6 +68,7 @@ def encode_state(state: LeadState) -> bytes:
             "m": state.mql_at,
             "d": state.due_at,
             "t": state.trigger_event_id,
+            "pt": state.partition,
         }
     )
 
@@ -92,4 +95,5 @@ def decode_state(data: bytes) -> LeadState:
         mql_at=raw["m"],
         due_at=raw["d"],
         trigger_event_id=raw["t"],
+        partition=raw["pt"],
     )

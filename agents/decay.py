@@ -1,0 +1,79 @@
+"""Decay back to nurture, driven by time: a timer sends ticks, an agent expires the leads due.
+
+Faust tables cannot be written from a timer, so the timer only sends a tick to each partition
+of the tick topic this worker owns; the tick topic is co-partitioned with the inbound topics, so
+the tick agent writes each lead's state under an event of the lead's own partition. The due
+index holds the closed-form time each qualified lead falls below the nurture threshold, so a
+tick touches only the leads due, never the whole table.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agents.output import apply_result, load_states
+from scoring.engine import BatchResult
+from scoring.outputs import DeadLetter
+from scoring.state import Stage, decode_state
+
+if TYPE_CHECKING:
+    from streams.app import Service
+
+
+def register_decay(service: "Service") -> None:
+    """Register the tick timer, the tick agent and the due-index rebuild after recovery."""
+    app, settings = service.app, service.settings
+    ticks_topic = settings.topics.ticks
+    inbound = set(settings.topics.inbound())
+
+    @app.timer(interval=settings.tick_interval_s)  # type: ignore[untyped-decorator]
+    async def send_ticks() -> None:
+        if not service.recovered:
+            return
+        now_ms = service.clock.now_ms()
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == ticks_topic:
+                value = orjson.dumps({"now_ms": now_ms, "partition": tp.partition})
+                await service.topics.ticks.send(value=value, partition=tp.partition)
+
+    @app.agent(service.topics.ticks, name="decay-ticks")  # type: ignore[untyped-decorator]
+    async def decay_ticks(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                now_ms = int(orjson.loads(message.value)["now_ms"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                letter = DeadLetter(
+                    "invalid_value", "not a tick: expected {now_ms, partition}", message.topic,
+                    message.partition, message.offset, message.key, message.value,
+                )  # fmt: skip
+                await apply_result(service, BatchResult(dead_letters=[letter]), message.partition, {})
+                continue
+            service.metrics.ticks.inc()
+            due = service.due.pop_due(message.partition, now_ms)
+            if not due:
+                continue
+            states = load_states(service, [lead_id.encode() for lead_id in due])
+            previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+            result = service.scorer.expire_due(states.values(), now_ms)
+            await apply_result(service, result, message.partition, previous)
+
+    @service.leads.on_recover  # type: ignore[untyped-decorator]
+    async def rebuild_due_index() -> None:
+        actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in inbound}
+        service.due.clear()
+        counts = dict.fromkeys(service.stage_counts, 0)
+        for _key, raw in service.leads.items():
+            state = decode_state(raw)
+            if state.partition not in actives:
+                continue
+            counts[state.stage.value] += 1
+            if state.stage is Stage.MQL:
+                service.due.schedule(state.partition, state.lead_id, state.due_at)
+        service.stage_counts.update(counts)
+        for stage, count in counts.items():
+            service.metrics.leads.labels(stage).set(count)
+        service.metrics.due_leads.set(len(service.due))
+        service.metrics.recoveries.inc()
+        service.recovered = True
+        app.log.info("lead table recovered: %d leads, %d due for decay", sum(counts.values()), len(service.due))

@@ -1,0 +1,72 @@
+"""What every agent does with a scoring result: send, dead-letter, write the table, count."""
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from scoring.engine import BatchResult
+from scoring.state import LeadState, Stage, decode_state, encode_state
+
+if TYPE_CHECKING:
+    from streams.app import Service
+
+
+def load_states(service: "Service", lead_keys: list[bytes]) -> dict[str, LeadState]:
+    """Read the states of the given leads from the table (absent leads are left out)."""
+    states: dict[str, LeadState] = {}
+    for key in lead_keys:
+        raw = service.leads.get(key)
+        if raw is not None:
+            state = decode_state(raw)
+            states[state.lead_id] = state
+    return states
+
+
+async def apply_result(
+    service: "Service",
+    result: BatchResult,
+    partition: int,
+    previous_stages: dict[str, str],
+    record_timestamp_s: float | None = None,
+) -> None:
+    """Send a result's events, then write its states.
+
+    MQL and nurture events are awaited until the broker has them *before* the state is written:
+    a crash in between redelivers the input, and the same crossing is sent again under the same
+    event id, never lost. Dead letters go out before the source offset can be committed, since
+    Faust flushes the producer before each commit.
+    """
+    topics, metrics = service.topics, service.metrics
+    now_ms = service.clock.now_ms()
+    pending = []
+    for mql in result.mql:
+        key = mql.lead_id.encode()
+        pending.append(await topics.mql_handoff.send(key=key, value=orjson.dumps(mql.to_payload())))
+    for nurture in result.nurture:
+        key = nurture.lead_id.encode()
+        pending.append(await topics.lead_nurture.send(key=key, value=orjson.dumps(nurture.to_payload())))
+    for future in pending:
+        await future
+    for mql in result.mql:
+        metrics.mql_events.inc()
+        if service.settings.clock_speed == 1.0:
+            metrics.end_to_end_latency.labels("event").observe(max(now_ms - mql.crossed_at, 0) / 1000)
+        if record_timestamp_s is not None:
+            metrics.end_to_end_latency.labels("record").observe(max(time.time() - record_timestamp_s, 0))
+    for nurture in result.nurture:
+        metrics.nurture_events.labels(nurture.reason).inc()
+    for letter in result.dead_letters:
+        await topics.dead_letters.send(
+            key=letter.key,
+            value=orjson.dumps(letter.to_payload(now_ms)),
+            headers=[("leadscore-reason", letter.reason.encode())],
+        )
+        metrics.dead_letters.labels(letter.reason).inc()
+
+    for lead_id, state in result.states.items():
+        state.partition = partition
+        service.leads[lead_id.encode()] = encode_state(state)
+        service.count_stage(previous_stages.get(lead_id), state.stage.value)
+        service.due.schedule(partition, lead_id, state.due_at if state.stage is Stage.MQL else None)
+    metrics.due_leads.set(len(service.due))

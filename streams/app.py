@@ -1,0 +1,84 @@
+"""The Faust app, built by a factory from one frozen settings object."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from scoring.due_index import DueIndex
+from scoring.engine import Scorer
+from scoring.rules import parse_rules
+from scoring.state import Stage
+from streams.clock import Clock
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.topics import Topics, declare_topics
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Service:
+    """One worker's app and everything its agents and views share."""
+
+    app: Any
+    settings: Settings
+    topics: Topics
+    leads: Any  # faust Table: lead id (bytes) -> encoded LeadState (bytes)
+    scorer: Scorer
+    metrics: Metrics
+    clock: Clock
+    due: DueIndex = field(default_factory=DueIndex)
+    stage_counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Stage})
+    recovered: bool = False
+
+    def count_stage(self, old: str | None, new: str) -> None:
+        """Track leads per stage as states are written."""
+        if old is not None:
+            self.stage_counts[old] -= 1
+            self.metrics.leads.labels(old).set(self.stage_counts[old])
+        self.stage_counts[new] += 1
+        self.metrics.leads.labels(new).set(self.stage_counts[new])
+
+
+def create_app(settings: Settings) -> Service:
+    """Build the app, its topics, its lead table, its agents and its web views."""
+    rules = parse_rules(settings.rules_text(), str(settings.rules_file))
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        table_standby_replicas=0,
+    )
+    topics = declare_topics(app, settings)
+    leads = app.Table(
+        "leads",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,  # bytes types make Faust use the raw codec for the table and its changelog
+        value_type=bytes,
+    )
+    service = Service(
+        app=app,
+        settings=settings,
+        topics=topics,
+        leads=leads,
+        scorer=Scorer(rules),
+        metrics=Metrics(VERSION, rules.version),
+        clock=Clock(settings.clock_speed, settings.clock_epoch_ms),
+    )
+    from agents import register_agents  # agents need the service they are registered on
+    from streams.web import register_views
+
+    register_agents(service)
+    register_views(service)
+    return service

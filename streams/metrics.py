@@ -1,0 +1,51 @@
+"""The service's own Prometheus metrics: ``leadscore_`` prefix, base units, bounded labels."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """All collectors of one worker, in their own registry. Labels never carry a lead or an email."""
+
+    def __init__(self, version: str, rules_version: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("leadscore_build", "Version of the worker and of its rules.", registry=r)
+        self.build_info.info({"version": version, "rules_version": rules_version})
+        self.events_consumed = Counter(
+            "leadscore_events_consumed", "Records read from inbound topics.", ["topic", "event_type"], registry=r
+        )
+        self.events_scored = Counter(
+            "leadscore_events_scored", "Events applied to a lead's score.", ["event_type"], registry=r
+        )
+        self.duplicates = Counter(
+            "leadscore_duplicate_events", "Events whose event_id was already counted.", registry=r
+        )
+        self.dead_letters = Counter(
+            "leadscore_dead_letters", "Records sent to the dead-letter topic.", ["reason"], registry=r
+        )
+        self.mql_events = Counter("leadscore_mql_events", "MQL events sent to the handoff topic.", registry=r)
+        self.nurture_events = Counter("leadscore_nurture_events", "Returns to nurture sent.", ["reason"], registry=r)
+        self.scoring_duration = Histogram(
+            "leadscore_scoring_duration_seconds",
+            "Time to score one batch of records (one record in the per-event agent).",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "leadscore_end_to_end_latency_seconds",
+            "From an event's occurred_at (source=event) or its record timestamp (source=record) "
+            "to the send of the MQL event it triggered.",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.leads = Gauge("leadscore_leads", "Leads in this worker's table, by stage.", ["stage"], registry=r)
+        self.due_leads = Gauge(
+            "leadscore_due_index_leads", "Qualified leads with a scheduled return to nurture.", registry=r
+        )
+        self.ticks = Counter("leadscore_ticks", "Decay ticks processed.", registry=r)
+        self.recoveries = Counter(
+            "leadscore_table_recoveries", "Completed table recoveries (after each rebalance).", registry=r
+        )

@@ -1,0 +1,134 @@
+"""The service's settings: one frozen object, read from the environment here and nowhere else."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from scoring.events import EventKind
+
+PREFIX = "LEADSCORE_"
+DEFAULT_RULES_FILE = Path(__file__).resolve().parent.parent / "scoring" / "default_rules.toml"
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Topic names; every one can be overridden, and all share the optional prefix."""
+
+    web_visits: str = "web-visits"
+    email_events: str = "email-events"
+    content_downloads: str = "content-downloads"
+    webinar_events: str = "webinar-events"
+    lead_profiles: str = "lead-profiles"
+    mql_handoff: str = "mql-handoff"
+    lead_nurture: str = "lead-nurture"
+    dead_letters: str = "lead-dead-letters"
+    ticks: str = "lead-ticks"
+
+    def inbound(self) -> dict[str, EventKind]:
+        """Inbound topic name -> the kind of event it carries."""
+        return {
+            self.web_visits: EventKind.WEB_VISIT,
+            self.email_events: EventKind.EMAIL_EVENT,
+            self.content_downloads: EventKind.CONTENT_DOWNLOAD,
+            self.webinar_events: EventKind.WEBINAR_EVENT,
+            self.lead_profiles: EventKind.LEAD_PROFILE,
+        }
+
+    def all(self) -> list[str]:
+        """Every topic the service reads or writes (not Faust's own changelog)."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs; see the README's configuration table."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "leadscore"
+    topic_prefix: str = ""
+    topics: TopicNames = field(default_factory=TopicNames)
+    partitions: int = 8
+    replication_factor: int = 1
+    store: str = "rocksdb://"
+    data_dir: Path = Path("var/leadscore")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    rules_file: Path = DEFAULT_RULES_FILE
+    tick_interval_s: float = 1.0
+    clock_speed: float = 1.0
+    clock_epoch_ms: int = 0
+    log_level: str = "info"
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers as a Faust broker URL list."""
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap.split(","))
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The bootstrap servers for aiokafka clients."""
+        return [server.strip() for server in self.bootstrap.split(",")]
+
+    def rules_text(self) -> str:
+        """The rules file's content."""
+        try:
+            return self.rules_file.read_text()
+        except OSError as exc:
+            raise SettingsError(f"cannot read rules file {self.rules_file}: {exc.strerror}") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(PREFIX + name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{PREFIX}{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``LEADSCORE_*`` variables (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+
+    def text(name: str, default: str) -> str:
+        return env.get(PREFIX + name, default)
+
+    prefix = text("TOPIC_PREFIX", "")
+    base = TopicNames()
+    topics = TopicNames(
+        **{f.name: prefix + text(f"TOPIC_{f.name.upper()}", getattr(base, f.name)) for f in fields(TopicNames)}
+    )
+    clock_speed = _number(env, "CLOCK_SPEED", defaults.clock_speed, 1)
+    clock_epoch_ms = int(_number(env, "CLOCK_EPOCH_MS", defaults.clock_epoch_ms, 0))
+    if clock_speed != 1 and clock_epoch_ms == 0:
+        raise SettingsError(
+            f"{PREFIX}CLOCK_SPEED needs {PREFIX}CLOCK_EPOCH_MS: the instant from which time runs fast, "
+            "the same for every process"
+        )
+    return Settings(
+        bootstrap=text("BOOTSTRAP", defaults.bootstrap),
+        app_id=text("APP_ID", defaults.app_id),
+        topic_prefix=prefix,
+        topics=topics,
+        partitions=int(_number(env, "PARTITIONS", defaults.partitions, 1)),
+        replication_factor=int(_number(env, "REPLICATION_FACTOR", defaults.replication_factor, 1)),
+        store=text("STORE", defaults.store),
+        data_dir=Path(text("DATA_DIR", str(defaults.data_dir))),
+        web_host=text("WEB_HOST", defaults.web_host),
+        web_port=int(_number(env, "WEB_PORT", defaults.web_port, 1)),
+        rules_file=Path(text("RULES_FILE", str(defaults.rules_file))),
+        tick_interval_s=_number(env, "TICK_INTERVAL", defaults.tick_interval_s, 0.01),
+        clock_speed=clock_speed,
+        clock_epoch_ms=clock_epoch_ms,
+        log_level=text("LOG_LEVEL", defaults.log_level),
+    )

@@ -1,0 +1,57 @@
+"""Web views on the worker's port: metrics, probes, and a lead's score."""
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
+
+from scoring.state import decode_state
+
+if TYPE_CHECKING:
+    from streams.app import Service
+
+# Prometheus' text format 0.0.4; aiohttp adds the charset itself.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def register_views(service: "Service") -> None:
+    """Register ``/metrics``, ``/livez``, ``/readyz`` and ``/leads/{lead_id}``."""
+    app = service.app
+
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(service.metrics.registry), content_type=METRICS_CONTENT_TYPE)
+
+    @app.page("/livez")  # type: ignore[untyped-decorator]
+    async def livez(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")  # type: ignore[untyped-decorator]
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = service.recovered and not app.rebalancing
+        body = {"ready": ready, "table_recovered": service.recovered, "rebalancing": bool(app.rebalancing)}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/leads/{lead_id}")  # type: ignore[untyped-decorator]
+    @app.table_route(table=service.leads, match_info="lead_id")  # type: ignore[untyped-decorator]
+    async def lead(web: Any, request: Any, lead_id: str) -> Any:
+        raw = service.leads.get(lead_id.encode())
+        if raw is None:
+            return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404)
+        state = decode_state(raw)
+        now_ms = service.clock.now_ms()
+        score = service.scorer.score_at(state, now_ms)
+        return web.json(
+            {
+                "lead_id": state.lead_id,
+                "stage": state.stage.value,
+                "score": score.score,
+                "fit_score": score.fit,
+                "engagement_score": score.engagement,
+                "breakdown": [row.to_payload() for row in score.breakdown],
+                "crossings": state.crossings,
+                "last_activity_ms": state.last_event_at,
+                "due_for_nurture_ms": state.due_at,
+                "as_of_ms": now_ms,
+                "rules_version": service.scorer.rules.version,
+            }
+        )

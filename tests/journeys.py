@@ -44,9 +44,7 @@ def download(lead: str, eid: str, at: int, asset_type: str) -> InputRecord:
 
 
 def webinar(lead: str, eid: str, at: int, status: str, webinar_type: str = "demo") -> InputRecord:
-    return record(
-        EventKind.WEBINAR_EVENT, lead, eid, at, webinar_id="w1", status=status, webinar_type=webinar_type
-    )
+    return record(EventKind.WEBINAR_EVENT, lead, eid, at, webinar_id="w1", status=status, webinar_type=webinar_type)
 
 
 def email(lead: str, eid: str, at: int, action: str) -> InputRecord:

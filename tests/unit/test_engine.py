@@ -224,9 +224,7 @@ def test_out_of_order_events_give_the_same_score(scorer: Scorer, seed: int) -> N
     at = T0 + 45 * 3_600_000
     a, b = scorer.score_at(ordered[lead], at), scorer.score_at(mixed[lead], at)
     assert a.score == b.score
-    assert {r.rule: (r.points, r.count) for r in a.breakdown} == {
-        r.rule: (r.points, r.count) for r in b.breakdown
-    }
+    assert {r.rule: (r.points, r.count) for r in a.breakdown} == {r.rule: (r.points, r.count) for r in b.breakdown}
 
 
 def test_profile_updates_are_last_writer_wins_by_event_time(scorer: Scorer) -> None:

@@ -1,0 +1,93 @@
+"""Talking to the test broker: where it is, producing, and reading topics until a condition holds."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+def docker_answers() -> bool:
+    """Whether a Docker engine answers here (the client alone is not enough)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class Received:
+    """A record read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return orjson.loads(self.value)
+
+
+async def produce(bootstrap: str, messages: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Send (topic, key, value) messages in order and wait until the broker has them all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for topic, key, value in messages:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_until(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[list[Received]], bool],
+    timeout_s: float = 60.0,
+    settle_s: float = 0.0,
+) -> list[Received]:
+    """Read the topics from the beginning until ``done(records)`` holds (or the timeout passes),
+    then keep reading for ``settle_s`` more seconds, to catch anything sent twice."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Received] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < (settle_until or deadline):
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batch.items():
+                records.extend(
+                    Received(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or [])) for m in messages
+                )
+            if settle_until is None and done(records):
+                settle_until = time.monotonic() + settle_s
+                if settle_s == 0:
+                    break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from a synchronous test."""
+    return asyncio.run(coro)
+
+
+def bootstrap_from_env() -> str | None:
+    """The broker named by LEADSCORE_TEST_BOOTSTRAP, if any."""
+    return os.environ.get("LEADSCORE_TEST_BOOTSTRAP") or None

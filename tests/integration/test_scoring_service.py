@@ -1,0 +1,150 @@
+"""The scoring service end to end: the real broker, the worker as a separate process."""
+
+import base64
+import math
+import signal
+import time
+from collections.abc import Callable
+
+import orjson
+
+from streams.clock import Clock
+from tests.integration.kafka import Received, produce, read_until, run
+from tests.integration.worker import WorkerProcess
+
+TOPICS = {
+    "web_visit": "web-visits",
+    "email_event": "email-events",
+    "content_download": "content-downloads",
+    "webinar_event": "webinar-events",
+    "lead_profile": "lead-profiles",
+}
+
+
+def journey(names: str, lead: str, start_ms: int, tag: str = "") -> list[tuple[str, bytes | None, bytes | None]]:
+    """A lead that qualifies: fit 32, pricing three times, a demo webinar attended (score 85)."""
+    events = [
+        ("lead_profile", {"seniority": "director", "company_size": 800, "industry": "software", "country": "DE"}),
+        ("web_visit", {"url": "https://www.example.com/pricing"}),
+        ("web_visit", {"url": "/pricing"}),
+        ("web_visit", {"url": "/pricing/enterprise"}),
+        ("webinar_event", {"webinar_id": "w1", "status": "attended", "webinar_type": "demo"}),
+    ]
+    return [
+        (
+            names + TOPICS[kind],
+            lead.encode(),
+            orjson.dumps({"event_id": f"{lead}{tag}-{i}", "lead_id": lead, "occurred_at": start_ms + i * 10, **fields}),
+        )
+        for i, (kind, fields) in enumerate(events)
+    ]
+
+
+def of(records: list[Received], topic: str) -> list[Received]:
+    return [r for r in records if r.topic == topic]
+
+
+def test_a_journey_crossing_the_threshold_sends_exactly_one_mql_event(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    worker = worker_factory()
+    now = int(time.time() * 1000)
+    run(produce(bootstrap, journey(names, "lead-a", now) + journey(names, "lead-b", now)[:2]))
+    handoff = names + "mql-handoff"
+    records = run(read_until(bootstrap, [handoff], lambda r: len(r) >= 1, timeout_s=60, settle_s=4))
+    assert [r.key for r in records] == [b"lead-a"]
+    mql = records[0].json()
+    assert mql["lead_id"] == "lead-a"
+    assert mql["crossing"] == 1
+    # Every event of the journey is needed to reach 75; topics interleave, so any may come last.
+    assert mql["triggering_event_id"] in {f"lead-a-{i}" for i in range(5)}
+    assert {row["rule"] for row in mql["breakdown"]} >= {"pricing_page", "demo_webinar_attended", "company_midmarket"}
+    assert mql["score"] >= 75
+    assert mql["threshold"] == 75
+    assert math.isclose(sum(row["points"] for row in mql["breakdown"]), mql["score"], abs_tol=0.01)
+    assert math.isclose(mql["fit_score"] + mql["engagement_score"], mql["score"], abs_tol=0.01)
+    status, lead = worker.get("/leads/lead-a")
+    assert status == 200
+    assert lead["stage"] == "mql"
+    status, lead_b = worker.get("/leads/lead-b")
+    assert lead_b["stage"] == "lead"
+    assert worker.metric("leadscore_mql_events_total") == 1
+    assert worker.metric("leadscore_events_consumed_total") == 7
+
+
+def test_with_time_running_fast_a_silent_mql_returns_to_nurture_once(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    speed, epoch = 1_000_000.0, int(time.time() * 1000)  # 30 days pass in 2.6 s
+    clock = Clock(speed, epoch)
+    worker_factory(LEADSCORE_CLOCK_SPEED=str(speed), LEADSCORE_CLOCK_EPOCH_MS=str(epoch))
+    start = clock.now_ms()
+    run(produce(bootstrap, journey(names, "lead-n", start)))
+    topics = [names + "mql-handoff", names + "lead-nurture"]
+    records = run(read_until(bootstrap, topics, lambda r: len(of(r, topics[1])) >= 1, timeout_s=60, settle_s=5))
+    mqls, nurtures = of(records, topics[0]), of(records, topics[1])
+    assert len(mqls) == 1
+    assert len(nurtures) == 1
+    nurture = nurtures[0].json()
+    assert nurture["reason"] == "decay"
+    assert nurture["crossing"] == 1
+    assert nurture["score"] < 40
+    assert nurture["threshold"] == 40
+    assert nurture["event_id"] != mqls[0].json()["event_id"]
+    # It fell at the closed-form instant: fit 32 + 53 * 2^(-t/30d) < 39.995 after about 82 days.
+    crossed = mqls[0].json()["crossed_at"]
+    assert nurture["at"] > crossed
+
+
+def test_a_restarted_worker_recovers_from_the_changelog_and_sends_no_second_mql(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    first = worker_factory(0)
+    now = int(time.time() * 1000)
+    run(produce(bootstrap, journey(names, "lead-r", now)))
+    handoff = names + "mql-handoff"
+    run(read_until(bootstrap, [handoff], lambda r: len(r) >= 1, timeout_s=60))
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    # A new data directory: the table can only come back from the changelog topic.
+    second = worker_factory(1)
+    status, lead = second.get("/leads/lead-r")
+    assert status == 200
+    assert lead["stage"] == "mql"
+    assert lead["crossings"] == 1
+    # The whole journey redelivered, plus one more pricing visit: still one crossing.
+    extra = orjson.dumps({"event_id": "extra", "lead_id": "lead-r", "occurred_at": now + 100, "url": "/demo"})
+    more = [*journey(names, "lead-r", now), (names + "web-visits", b"lead-r", extra)]
+    run(produce(bootstrap, more))
+    deadline = time.monotonic() + 30
+    while second.metric("leadscore_events_scored_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    records = run(read_until(bootstrap, [handoff], lambda r: False, timeout_s=5))
+    assert len(records) == 1
+    assert second.metric("leadscore_duplicate_events_total") >= 5
+
+
+def test_bad_input_is_dead_lettered_while_good_events_around_it_are_scored(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    worker_factory()
+    now = int(time.time() * 1000)
+    good = journey(names, "lead-g", now)
+    visits = names + "web-visits"
+    bad: list[tuple[str, bytes | None, bytes | None]] = [
+        (visits, b"lead-x", b'{"event_id": "b1", "lead_id": "lead-x", '),  # malformed JSON
+        (visits, b"lead-y", orjson.dumps({"event_id": "b2", "occurred_at": now, "url": "/pricing"})),
+        (visits, b"lead-z", orjson.dumps({"event_id": "b3", "lead_id": "lead-z", "occurred_at": now, "url": 7})),
+    ]
+    run(produce(bootstrap, good[:2] + bad + good[2:]))
+    topics = [names + "mql-handoff", names + "lead-dead-letters"]
+    records = run(read_until(bootstrap, topics, lambda r: len(of(r, topics[0])) >= 1 and len(of(r, topics[1])) >= 3))
+    letters = [r.json() for r in of(records, topics[1])]
+    assert sorted(letter["reason"] for letter in letters) == ["invalid_json", "missing_field", "wrong_type"]
+    by_key = {base64.b64decode(letter["key_b64"]): letter for letter in letters}
+    for topic, key, value in bad:
+        assert key is not None
+        assert base64.b64decode(by_key[key]["value_b64"]) == value  # the original bytes, untouched
+        assert by_key[key]["source_topic"] == topic
+    headers = {dict(r.headers)["leadscore-reason"] for r in of(records, topics[1])}
+    assert headers == {b"invalid_json", b"missing_field", b"wrong_type"}
+    assert [r.json()["lead_id"] for r in of(records, topics[0])] == ["lead-g"]

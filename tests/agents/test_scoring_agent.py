@@ -1,0 +1,79 @@
+"""The scoring agent in Faust's test context: no broker, the app built from explicit settings."""
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock
+
+import orjson
+import pytest
+
+from scoring.state import decode_state
+from streams.app import Service, create_app
+from streams.settings import Settings
+
+
+def resolved(*_args: Any, **_kwargs: Any) -> "asyncio.Future[None]":
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Service:
+    # Settings are fixed before the app exists: the factory builds a fresh app per test.
+    settings = Settings(store="memory://", data_dir=tmp_path, app_id=f"agents-{uuid.uuid4().hex[:8]}")
+    service = create_app(settings)
+    for topic in (service.topics.mql_handoff, service.topics.lead_nurture, service.topics.dead_letters):
+        topic.send = AsyncMock(side_effect=resolved)
+    service.leads.changelog_topic.send_soon = MagicMock()  # no producer in the test context
+    return service
+
+
+async def put(context: Any, topic: str, key: bytes | None, value: bytes) -> None:
+    """Like the test context's put, but from a named topic of the agent's multi-topic channel."""
+    message = context.to_message(key, value, offset=context.sent_offset)
+    message.topic = topic
+    channel = context.stream().channel
+    await channel.put(await channel.decode(message))
+    context.sent_offset += 1
+    async with context.new_value_processed:
+        await asyncio.wait_for(context.new_value_processed.wait(), timeout=10)
+    if context._crash_reason:
+        raise context._crash_reason
+
+
+def event(event_id: str, **fields: Any) -> bytes:
+    return orjson.dumps({"event_id": event_id, "lead_id": "L1", "occurred_at": int(time.time() * 1000), **fields})
+
+
+async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service) -> None:
+    topics = service.settings.topics
+    agent = service.app.agents["score-events"]
+    async with agent.test_context() as context:
+        await put(context, topics.lead_profiles, b"L1", event("p", seniority="vp", company_size=900, country="US"))
+        for i in range(3):
+            await put(context, topics.web_visits, b"L1", event(f"v{i}", url="/pricing"))
+        await put(context, topics.webinar_events, b"L1", event("w", webinar_id="w", status="attended"))
+        await put(context, topics.content_downloads, b"L1", event("d", asset_id="a", asset_type="api_docs"))
+    state = decode_state(service.leads[b"L1"])
+    assert state.stage.value == "mql"
+    assert state.crossings == 1
+    send = service.topics.mql_handoff.send
+    assert send.call_count == 1
+    payload = orjson.loads(send.call_args.kwargs["value"])
+    assert payload["lead_id"] == "L1"
+    assert payload["triggering_event_id"] == "d"
+    assert service.topics.dead_letters.send.call_count == 0
+
+
+async def test_scoring_agent_dead_letters_a_record_from_an_unknown_topic(service: Service) -> None:
+    agent = service.app.agents["score-events"]
+    async with agent.test_context() as context:
+        await put(context, "somewhere-else", b"L1", event("x", url="/pricing"))
+    send = service.topics.dead_letters.send
+    assert send.call_count == 1
+    assert send.call_args.kwargs["headers"] == [("leadscore-reason", b"unknown_topic")]
+    assert b"L1" not in service.leads

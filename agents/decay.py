@@ -7,17 +7,30 @@ index holds the closed-form time each qualified lead falls below the nurture thr
 tick touches only the leads due, never the whole table.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.output import apply_result, load_states
-from scoring.engine import BatchResult
-from scoring.outputs import DeadLetter
+from agents.output import apply_result, dead_letter, load_states
 from scoring.state import Stage, decode_state
 
 if TYPE_CHECKING:
     from streams.app import Service
+
+log = logging.getLogger(__name__)
+
+
+async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
+    """Return to nurture the partition's qualified leads whose score fell by ``now_ms``."""
+    service.metrics.ticks.inc()
+    due = service.due.pop_due(partition, now_ms)
+    if not due:
+        return
+    states = load_states(service, [lead_id.encode() for lead_id in due])
+    previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    result = service.scorer.expire_due(states.values(), now_ms)
+    await apply_result(service, result, partition, previous)
 
 
 def register_decay(service: "Service") -> None:
@@ -43,20 +56,15 @@ def register_decay(service: "Service") -> None:
             try:
                 now_ms = int(orjson.loads(message.value)["now_ms"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                letter = DeadLetter(
-                    "invalid_value", "not a tick: expected {now_ms, partition}", message.topic,
-                    message.partition, message.offset, message.key, message.value,
-                )  # fmt: skip
-                await apply_result(service, BatchResult(dead_letters=[letter]), message.partition, {})
+                await dead_letter(service, message, "invalid_value", "not a tick: expected {now_ms, partition}")
                 continue
-            service.metrics.ticks.inc()
-            due = service.due.pop_due(message.partition, now_ms)
-            if not due:
-                continue
-            states = load_states(service, [lead_id.encode() for lead_id in due])
-            previous = {lead_id: state.stage.value for lead_id, state in states.items()}
-            result = service.scorer.expire_due(states.values(), now_ms)
-            await apply_result(service, result, message.partition, previous)
+            try:
+                await expire_due(service, message.partition, now_ms)
+            except Exception as exc:
+                service.metrics.processing_errors.labels("decay").inc()
+                log.exception("decay tick failed; tick dead-lettered", extra={"partition": message.partition})
+                await dead_letter(service, message, "scoring_error", type(exc).__name__)
+            service.note_progress(message.topic, message.partition, message.timestamp)
 
     @service.leads.on_recover  # type: ignore[untyped-decorator]
     async def rebuild_due_index() -> None:
@@ -75,5 +83,9 @@ def register_decay(service: "Service") -> None:
             service.metrics.leads.labels(stage).set(count)
         service.metrics.due_leads.set(len(service.due))
         service.metrics.recoveries.inc()
+        service.metrics.recovery_in_progress.set(0)
         service.recovered = True
-        app.log.info("lead table recovered: %d leads, %d due for decay", sum(counts.values()), len(service.due))
+        log.info(
+            "lead table recovered",
+            extra={"leads": sum(counts.values()), "due_for_decay": len(service.due), "partitions": sorted(actives)},
+        )

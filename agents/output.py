@@ -1,15 +1,22 @@
 """What every agent does with a scoring result: send, dead-letter, write the table, count."""
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scoring.engine import BatchResult
+from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
 
 if TYPE_CHECKING:
     from streams.app import Service
+
+
+async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:
+    """Send one raw record to the dead-letter topic with its reason."""
+    letter = DeadLetter(reason, detail, message.topic, message.partition, message.offset, message.key, message.value)
+    await apply_result(service, BatchResult(dead_letters=[letter]), message.partition, {})
 
 
 def load_states(service: "Service", lead_keys: list[bytes]) -> dict[str, LeadState]:

@@ -1,5 +1,6 @@
 """The Faust app, built by a factory from one frozen settings object."""
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,14 @@ class Service:
     due: DueIndex = field(default_factory=DueIndex)
     stage_counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Stage})
     recovered: bool = False
+    # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
+    progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+
+    def note_progress(self, topic: str, partition: int, record_timestamp_s: float) -> None:
+        """Record that a partition advanced."""
+        now = time.time()
+        self.progress[(topic, partition)] = (now, record_timestamp_s)
+        self.metrics.partition_progress.labels(topic, str(partition)).set(now)
 
     def count_stage(self, old: str | None, new: str) -> None:
         """Track leads per stage as states are written."""
@@ -77,8 +86,10 @@ def create_app(settings: Settings) -> Service:
         clock=Clock(settings.clock_speed, settings.clock_epoch_ms),
     )
     from agents import register_agents  # agents need the service they are registered on
+    from streams.monitoring import register_monitoring
     from streams.web import register_views
 
     register_agents(service)
     register_views(service)
+    register_monitoring(service)
     return service

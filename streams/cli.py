@@ -33,7 +33,11 @@ def worker() -> None:
         asyncio.run(ensure_topics(settings))
     except (SettingsError, RulesError, TopicLayoutError) as exc:
         raise click.ClickException(str(exc)) from None
-    faust.Worker(service.app, loglevel=settings.log_level).execute_from_commandline()
+    from streams.logs import logging_config
+
+    faust.Worker(
+        service.app, loglevel=settings.log_level, logging_config=logging_config(settings.log_level)
+    ).execute_from_commandline()
 
 
 @main.command()

@@ -46,6 +46,34 @@ class Metrics:
             "leadscore_due_index_leads", "Qualified leads with a scheduled return to nurture.", registry=r
         )
         self.ticks = Counter("leadscore_ticks", "Decay ticks processed.", registry=r)
+        self.consumer_lag = Gauge(
+            "leadscore_consumer_lag",
+            "Records not yet committed: end offset minus committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag_seconds = Gauge(
+            "leadscore_consumer_lag_seconds",
+            "Age of the records waiting: now minus the timestamp of the last record processed, while lag > 0.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_progress = Gauge(
+            "leadscore_partition_last_progress_timestamp_seconds",
+            "Unix time at which the partition last had a record processed.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.rebalances = Counter("leadscore_rebalances", "Partition assignments received.", registry=r)
+        self.recovery_in_progress = Gauge(
+            "leadscore_table_recovery_in_progress", "1 while the lead table is being recovered.", registry=r
+        )
+        self.processing_errors = Counter(
+            "leadscore_processing_errors",
+            "Unexpected errors while processing a record (the record is dead-lettered).",
+            ["stage"],
+            registry=r,
+        )
         self.recoveries = Counter(
             "leadscore_table_recoveries", "Completed table recoveries (after each rebalance).", registry=r
         )

@@ -1,0 +1,42 @@
+"""Operational signals of a worker: consumer lag, progress per partition, rebalances, recovery."""
+
+import time
+from typing import TYPE_CHECKING
+
+from streams.faust_internals import committed_offset, highwater
+
+if TYPE_CHECKING:
+    from streams.app import Service
+
+LAG_INTERVAL_S = 5.0
+
+
+def update_lag(service: "Service") -> None:
+    """Set the lag gauges of every partition this worker owns."""
+    app, metrics = service.app, service.metrics
+    now = time.time()
+    for tp in app.assignor.assigned_actives():
+        end, committed = highwater(app, tp), committed_offset(app, tp)
+        if end is None:
+            continue
+        lag = max(end - (committed or 0), 0)
+        labels = (tp.topic, str(tp.partition))
+        metrics.consumer_lag.labels(*labels).set(lag)
+        progress = service.progress.get((tp.topic, tp.partition))
+        age = now - progress[1] if lag and progress and progress[1] else 0.0
+        metrics.consumer_lag_seconds.labels(*labels).set(max(age, 0.0))
+
+
+def register_monitoring(service: "Service") -> None:
+    """Register the lag timer and the rebalance and recovery signals."""
+    app = service.app
+
+    @app.timer(interval=LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def report_lag() -> None:
+        update_lag(service)
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def on_assigned(sender: object, assigned: object, **_: object) -> None:
+        service.metrics.rebalances.inc()
+        service.metrics.recovery_in_progress.set(1)
+        service.recovered = False  # /readyz is false until the table is recovered again

@@ -70,7 +70,7 @@ def explain(lead_id: str, url: str | None) -> None:
 
 @main.command()
 @click.option("--leads-per-minute", default=120, show_default=True, help="New lead journeys started per minute.")
-@click.option("--speed", default=20000.0, show_default=True, help="How much faster than real time the demo runs.")
+@click.option("--speed", default=100000.0, show_default=True, help="How much faster than real time the demo runs.")
 @click.option("--duration", default=0.0, help="Stop after this many seconds (0: run until Ctrl-C).")
 def demo(leads_per_minute: int, speed: float, duration: float) -> None:
     """Start a local Kafka if none answers, a worker, and live demo traffic; print MQL and nurture events."""
@@ -84,7 +84,17 @@ def demo(leads_per_minute: int, speed: float, duration: float) -> None:
 @click.option("--duration", default=0.0, help="Stop after this many seconds (0: run forever).")
 @click.option("--seed", default=None, type=int)
 def demo_traffic(leads_per_minute: int, duration: float, seed: int | None) -> None:
-    """Produce realistic lead journeys to the inbound topics (uses the service clock settings)."""
+    """Produce realistic lead journeys to the inbound topics.
+
+    Journeys unfold on the service clock: set LEADSCORE_CLOCK_SPEED and LEADSCORE_CLOCK_EPOCH_MS to
+    the worker's values, or they take real weeks."""
     from streams.demo_traffic import produce_traffic
 
-    asyncio.run(produce_traffic(settings_from_env(), leads_per_minute, duration, seed))
+    try:
+        sent = asyncio.run(produce_traffic(settings_from_env(), leads_per_minute, duration, seed))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        sent = -1
+    if sent >= 0:
+        click.echo(f"{sent} events sent")

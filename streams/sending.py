@@ -7,6 +7,7 @@ from aiokafka import AIOKafkaProducer
 
 from scoring.events import EventKind
 from streams.settings import Settings
+from streams.topics import ensure_topics
 
 
 def topic_for(settings: Settings, kind: str) -> str:
@@ -45,6 +46,7 @@ async def send_files(settings: Settings, files: tuple[Path, ...]) -> dict[str, i
             for number, line in enumerate(handle, 1):
                 if line.strip():
                     messages.append(parse_line(settings, line, f"{path}:{number}"))
+    await ensure_topics(settings)  # never let the broker auto-create a topic with the wrong partitions
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
     await producer.start()
     counts: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""What every agent does with a scoring result: send, dead-letter, write the table, count."""
+"""What every agent does with a scoring result: send, dead-letter, record the states, count."""
 
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,46 +13,28 @@ if TYPE_CHECKING:
     from streams.app import Service
 
 
-async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:
-    """Send one raw record to the dead-letter topic with its reason."""
-    letter = DeadLetter(reason, detail, message.topic, message.partition, message.offset, message.key, message.value)
-    await apply_result(service, BatchResult(dead_letters=[letter]), message.partition, {})
+def decode_states(values: dict[bytes, bytes]) -> dict[str, LeadState]:
+    """Decode table values into states keyed by lead id."""
+    states = [decode_state(raw) for raw in values.values()]
+    return {state.lead_id: state for state in states}
 
 
-def load_states(service: "Service", lead_keys: list[bytes]) -> dict[str, LeadState]:
-    """Read the states of the given leads from the table (absent leads are left out)."""
-    states: dict[str, LeadState] = {}
-    for key in lead_keys:
-        raw = service.leads.get(key)
-        if raw is not None:
-            state = decode_state(raw)
-            states[state.lead_id] = state
-    return states
+async def send_outputs(service: "Service", result: BatchResult, record_timestamp_s: float | None = None) -> None:
+    """Send a result's MQL and nurture events and its dead letters.
 
-
-async def apply_result(
-    service: "Service",
-    result: BatchResult,
-    partition: int,
-    previous_stages: dict[str, str],
-    record_timestamp_s: float | None = None,
-) -> None:
-    """Send a result's events, then write its states.
-
-    MQL and nurture events are awaited until the broker has them *before* the state is written:
-    a crash in between redelivers the input, and the same crossing is sent again under the same
-    event id, never lost. Dead letters go out before the source offset can be committed, since
-    Faust flushes the producer before each commit.
+    MQL and nurture events are awaited until the broker has them; callers write the states only
+    afterwards, so a crash in between redelivers the input and the same crossing is sent again
+    under the same event id, never lost. Dead letters go out before the source offset can be
+    committed, since Faust flushes the producer before each commit.
     """
     topics, metrics = service.topics, service.metrics
     now_ms = service.clock.now_ms()
     pending = []
     for mql in result.mql:
-        key = mql.lead_id.encode()
-        pending.append(await topics.mql_handoff.send(key=key, value=orjson.dumps(mql.to_payload())))
+        pending.append(await topics.mql_handoff.send(key=mql.lead_id.encode(), value=orjson.dumps(mql.to_payload())))
     for nurture in result.nurture:
-        key = nurture.lead_id.encode()
-        pending.append(await topics.lead_nurture.send(key=key, value=orjson.dumps(nurture.to_payload())))
+        value = orjson.dumps(nurture.to_payload())
+        pending.append(await topics.lead_nurture.send(key=nurture.lead_id.encode(), value=value))
     for future in pending:
         await future
     for mql in result.mql:
@@ -71,9 +53,41 @@ async def apply_result(
         )
         metrics.dead_letters.labels(letter.reason).inc()
 
+
+def record_states(
+    service: "Service", result: BatchResult, partition: int, previous_stages: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """Encode a result's changed states for the table, and update the due index and stage counts."""
+    items = []
     for lead_id, state in result.states.items():
         state.partition = partition
-        service.leads[lead_id.encode()] = encode_state(state)
+        items.append((lead_id.encode(), encode_state(state)))
         service.count_stage(previous_stages.get(lead_id), state.stage.value)
         service.due.schedule(partition, lead_id, state.due_at if state.stage is Stage.MQL else None)
-    metrics.due_leads.set(len(service.due))
+    service.metrics.due_leads.set(len(service.due))
+    return items
+
+
+async def apply_result(
+    service: "Service",
+    result: BatchResult,
+    partition: int,
+    previous_stages: dict[str, str],
+    record_timestamp_s: float | None = None,
+) -> None:
+    """Send a result's events, then write its states through the Faust table (per-event agents)."""
+    await send_outputs(service, result, record_timestamp_s)
+    for key, value in record_states(service, result, partition, previous_stages):
+        service.leads[key] = value
+
+
+async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:
+    """Send one raw record to the dead-letter topic with its reason."""
+    letter = DeadLetter(reason, detail, message.topic, message.partition, message.offset, message.key, message.value)
+    await send_outputs(service, BatchResult(dead_letters=[letter]))
+
+
+def load_states(service: "Service", lead_keys: list[bytes]) -> dict[str, LeadState]:
+    """Read the states of the given leads through the Faust table (absent leads are left out)."""
+    values = {key: raw for key in lead_keys if (raw := service.leads.get(key)) is not None}
+    return decode_states(values)

@@ -92,4 +92,12 @@ def create_app(settings: Settings) -> Service:
     register_agents(service)
     register_views(service)
     register_monitoring(service)
+    if settings.consumption == "batch":
+        from agents.batch import score_batch
+        from streams.faust_internals import install_batch_consumer
+
+        async def handle(tp: Any, records: Any) -> None:
+            await score_batch(service, tp, records)
+
+        install_batch_consumer(app, settings.topics.inbound(), handle)
     return service

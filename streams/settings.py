@@ -63,6 +63,9 @@ class Settings:
     clock_speed: float = 1.0
     clock_epoch_ms: int = 0
     log_level: str = "info"
+    # "batch": each fetched batch of an inbound partition is scored at once (production);
+    # "agent": one record at a time through the Faust agent (the reference path).
+    consumption: str = "batch"
 
     @property
     def broker_url(self) -> str:
@@ -115,6 +118,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             f"{PREFIX}CLOCK_SPEED needs {PREFIX}CLOCK_EPOCH_MS: the instant from which time runs fast, "
             "the same for every process"
         )
+    consumption = text("CONSUMPTION", defaults.consumption)
+    if consumption not in ("batch", "agent"):
+        raise SettingsError(f"{PREFIX}CONSUMPTION must be 'batch' or 'agent', got {consumption!r}")
     return Settings(
         bootstrap=text("BOOTSTRAP", defaults.bootstrap),
         app_id=text("APP_ID", defaults.app_id),
@@ -131,4 +137,5 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         clock_speed=clock_speed,
         clock_epoch_ms=clock_epoch_ms,
         log_level=text("LOG_LEVEL", defaults.log_level),
+        consumption=consumption,
     )

@@ -9,10 +9,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents.output import decode_states, record_states, send_outputs
+from agents.output import apply_result, load_states, send_outputs
 from scoring.engine import BatchResult, InputRecord
 from scoring.outputs import DeadLetter
-from streams.faust_internals import read_states, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -23,7 +22,8 @@ log = logging.getLogger(__name__)
 async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> None:
     """Score one partition's batch of raw records; dead-letter them all if that fails unexpectedly."""
     try:
-        await _score(service, tp, records)
+        async with service.partition_lock(tp.partition):
+            await _score(service, tp, records)
     except Exception as exc:
         service.metrics.processing_errors.labels("batch").inc()
         log.exception(
@@ -44,7 +44,7 @@ async def _score(service: "Service", tp: Any, records: Sequence[Any]) -> None:
     metrics.events_consumed.labels(tp.topic, kind.value if kind else "unknown").inc(len(records))
     inputs = [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
     keys = {r.key for r in records if isinstance(r.key, bytes)}
-    states = decode_states(read_states(service.leads, tp.partition, keys))
+    states = load_states(service, tp.partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     started = time.perf_counter()
     result = service.scorer.process_batch(inputs, states, service.clock.now_ms())
@@ -52,5 +52,4 @@ async def _score(service: "Service", tp: Any, records: Sequence[Any]) -> None:
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)
     metrics.duplicates.inc(result.duplicates)
-    await send_outputs(service, result, records[-1].timestamp / 1000)
-    write_states(service.leads, tp.partition, record_states(service, result, tp.partition, previous))
+    await apply_result(service, result, tp.partition, previous, records[-1].timestamp / 1000)

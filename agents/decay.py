@@ -27,7 +27,7 @@ async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
     due = service.due.pop_due(partition, now_ms)
     if not due:
         return
-    states = load_states(service, [lead_id.encode() for lead_id in due])
+    states = load_states(service, partition, [lead_id.encode() for lead_id in due])
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     result = service.scorer.expire_due(states.values(), now_ms)
     await apply_result(service, result, partition, previous)
@@ -59,7 +59,8 @@ def register_decay(service: "Service") -> None:
                 await dead_letter(service, message, "invalid_value", "not a tick: expected {now_ms, partition}")
                 continue
             try:
-                await expire_due(service, message.partition, now_ms)
+                async with service.partition_lock(message.partition):
+                    await expire_due(service, message.partition, now_ms)
             except Exception as exc:
                 service.metrics.processing_errors.labels("decay").inc()
                 log.exception("decay tick failed; tick dead-lettered", extra={"partition": message.partition})

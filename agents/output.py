@@ -1,6 +1,7 @@
 """What every agent does with a scoring result: send, dead-letter, record the states, count."""
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -8,6 +9,7 @@ import orjson
 from scoring.engine import BatchResult
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
+from streams.faust_internals import read_states, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -75,10 +77,12 @@ async def apply_result(
     previous_stages: dict[str, str],
     record_timestamp_s: float | None = None,
 ) -> None:
-    """Send a result's events, then write its states through the Faust table (per-event agents)."""
+    """Send a result's events, then write its states: each lead once, on its partition, durable
+    before the input is acked (every path writes the table this one way)."""
     await send_outputs(service, result, record_timestamp_s)
-    for key, value in record_states(service, result, partition, previous_stages):
-        service.leads[key] = value
+    items = record_states(service, result, partition, previous_stages)
+    await write_states(service.leads, partition, items)
+    service.metrics.changelog_records.inc(len(items))
 
 
 async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:
@@ -87,7 +91,6 @@ async def dead_letter(service: "Service", message: Any, reason: str, detail: str
     await send_outputs(service, BatchResult(dead_letters=[letter]))
 
 
-def load_states(service: "Service", lead_keys: list[bytes]) -> dict[str, LeadState]:
-    """Read the states of the given leads through the Faust table (absent leads are left out)."""
-    values = {key: raw for key in lead_keys if (raw := service.leads.get(key)) is not None}
-    return decode_states(values)
+def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, LeadState]:
+    """Read the states of the given leads from their partition's store (absent leads are left out)."""
+    return decode_states(read_states(service.leads, partition, lead_keys))

@@ -19,7 +19,7 @@ async def score_record(service: "Service", message: Any) -> None:
     metrics = service.metrics
     metrics.events_consumed.labels(message.topic, kind.value if kind else "unknown").inc()
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)
-    states = load_states(service, [message.key] if isinstance(message.key, bytes) else [])
+    states = load_states(service, message.partition, [message.key] if isinstance(message.key, bytes) else [])
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     started = time.perf_counter()
     result = service.scorer.process_batch([record], states, service.clock.now_ms())
@@ -38,7 +38,8 @@ def register_scoring(service: "Service") -> None:
         async for event in stream.events():
             message = event.message
             try:
-                await score_record(service, message)
+                async with service.partition_lock(message.partition):
+                    await score_record(service, message)
             except Exception as exc:
                 # Faust would ack the record and lose it: dead-letter it and go on.
                 service.metrics.processing_errors.labels("score").inc()

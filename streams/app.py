@@ -1,5 +1,6 @@
 """The Faust app, built by a factory from one frozen settings object."""
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,16 @@ class Service:
     recovered: bool = False
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+
+    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def partition_lock(self, partition: int) -> asyncio.Lock:
+        """Held from reading a partition's states to writing them: the scoring path and the decay
+        path run as separate tasks and must not interleave a read-modify-write of one lead."""
+        lock = self.locks.get(partition)
+        if lock is None:
+            lock = self.locks[partition] = asyncio.Lock()
+        return lock
 
     def note_progress(self, topic: str, partition: int, record_timestamp_s: float) -> None:
         """Record that a partition advanced."""

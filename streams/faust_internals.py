@@ -11,14 +11,16 @@ What it replaces, and why:
   overrides ``Consumer._drain_messages`` so that each fetched batch of an inbound partition goes
   to the scoring code at once, and acks the whole batch through Faust's own offset bookkeeping
   (``_acked``, ``_acked_index``, gaps), so commits stay at-least-once and go through Faust's
-  ``Consumer.commit``, which flushes the producer first. Records of every other topic (ticks,
+  ``Consumer.commit``, which flushes the producer first. ``wait_empty``, which Faust awaits
+  when partitions are revoked, also waits for the batch under way, so a revoked worker never
+  writes a lead's state after the next owner has recovered it. Records of every other topic (ticks,
   changelogs during recovery) take the stock path unchanged.
 - **Table writes without a current event.** ``Table.__setitem__`` and the RocksDB store take the
   changelog partition and the RocksDB database from the *current event*; a batch has none. So
   :func:`read_states` and :func:`write_states` address the store's partition directly (one
-  RocksDB ``WriteBatch`` per batch) and send one changelog record per lead per batch with
-  ``Table.send_changelog`` on the lead's own partition, whose callback keeps the store's
-  persisted changelog offset, as Faust's own writes do.
+  RocksDB ``WriteBatch`` per batch) and send one changelog record per lead per batch on the
+  lead's own partition, awaited until the broker has it (Faust's ``send_soon`` buffer is not
+  fully drained by its commit), with the callback that keeps the store's persisted offset.
 - **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
   already knows, without a round trip to the broker.
 """
@@ -37,6 +39,21 @@ class BatchConsumer(AIOKafkaConsumer):
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
+    _in_batch: asyncio.Lock | None = None
+
+    def _batch_lock(self) -> asyncio.Lock:
+        """Held while a batch is scored, written and acked."""
+        if self._in_batch is None:
+            self._in_batch = asyncio.Lock()
+        return self._in_batch
+
+    async def wait_empty(self) -> None:
+        """Faust calls this when partitions are revoked, before the group moves them: the batch
+        under way finishes first, so its state is in the changelog before the next owner
+        recovers it, and no late write from here can overwrite the next owner's."""
+        async with self._batch_lock():
+            pass
+        await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         handler = self.batch_handler
@@ -51,19 +68,29 @@ class BatchConsumer(AIOKafkaConsumer):
                 if not records or self.should_stop:
                     continue
                 generation = self.app.consumer_generation_id
-                for tp, batch in records.items():
-                    if not self.flow_active or self.app.consumer_generation_id != generation:
-                        break  # a rebalance started: what is left is fetched again afterwards
+                fetched = list(records.items())
+                for index, (tp, batch) in enumerate(fetched):
+                    if not self._may_continue(generation):
+                        await self._rewind(fetched[index:])  # a rebalance started: read these again
+                        break
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        await self._rewind([(tp, batch)])  # paused (recovery): read these again
                         continue
                     last = read_offset[tp]
                     fresh = batch if last is None else [r for r in batch if r.offset >= last]
                     if not fresh:
                         continue
                     if handler is not None and tp.topic in topics:
-                        await self._gap_before(tp, last, fresh)
-                        await handler(tp, fresh)
-                        self._ack_batch(tp, fresh)
+                        async with self._batch_lock():
+                            if not self._may_continue(generation):
+                                await self._rewind(fetched[index:])
+                                break
+                            await self._gap_before(tp, last, fresh)
+                            stopping = await self._finish(handler(tp, fresh))
+                            self._ack_batch(tp, fresh)
+                        if stopping:
+                            read_offset[tp] = fresh[-1].offset
+                            raise asyncio.CancelledError
                     else:
                         await self._stock_path(tp, fresh, last)
                     read_offset[tp] = fresh[-1].offset
@@ -78,6 +105,30 @@ class BatchConsumer(AIOKafkaConsumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    def _may_continue(self, generation: int) -> bool:
+        return bool(self.flow_active) and self.app.consumer_generation_id == generation
+
+    async def _rewind(self, dropped: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        """Seek back to records fetched but not processed: the fetch position has already moved
+        past them, and nothing else guarantees they are read again (stock Faust drops them and
+        relies on a later seek to the committed offset, which may come before this fetch)."""
+        for tp, batch in dropped:
+            if batch and tp in self.assignment():
+                await self.seek(tp, batch[0].offset)
+                self._read_offset[tp] = batch[0].offset if batch[0].offset else None
+
+    @staticmethod
+    async def _finish(work: Awaitable[None]) -> bool:
+        """Run a batch to its end even when the worker is stopping (a batch cut in half would have
+        sent its MQL events but not written the states that record them); True if stopping."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            return True
+        return False
 
     async def _gap_before(self, tp: Any, last: int | None, batch: Sequence[Any]) -> None:
         """Tell Faust's bookkeeping about offsets that will never come (compaction, markers)."""
@@ -151,11 +202,21 @@ def read_states(table: Any, partition: int, keys: Iterable[bytes]) -> dict[bytes
     return found
 
 
-def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-    """Write values to the store of one partition and send one changelog record per key, on
-    that partition. The changelog send's callback records the store's persisted offset."""
+async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """Send one changelog record per key on ``partition`` and wait until the broker has them all,
+    then write the values to that partition's store.
+
+    Waiting matters: Faust's own ``send_soon`` queues changelog records in a buffer that its
+    commit does not fully drain (``ProducerBuffer.flush_atmost`` gives up after 0.1 s), so input
+    offsets could be committed before the state they produced is durable. The send callback
+    records the store's persisted changelog offset, as Faust's own writes do.
+    """
     if not items:
         return
+    topic = table.changelog_topic
+    callback = table._on_changelog_sent
+    pending = [await topic.send(key=k, value=v, partition=partition, callback=callback) for k, v in items]
+    await asyncio.gather(*pending)
     store = _store(table)
     if hasattr(store, "_db_for_partition"):
         import rocksdict
@@ -167,8 +228,6 @@ def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]
         store._db_for_partition(partition).write(batch)
     else:
         store.data.update(items)
-    for key, value in items:
-        table.send_changelog(partition, key, value)
 
 
 def committed_offset(app: Any, tp: Any) -> int | None:

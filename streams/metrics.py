@@ -74,6 +74,9 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.changelog_records = Counter(
+            "leadscore_changelog_records", "Lead-table changelog records sent (one per lead per batch).", registry=r
+        )
         self.recoveries = Counter(
             "leadscore_table_recoveries", "Completed table recoveries (after each rebalance).", registry=r
         )

@@ -5,7 +5,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from unittest.mock import AsyncMock, MagicMock
+from unittest.mock import AsyncMock
 
 import orjson
 import pytest
@@ -28,7 +28,7 @@ def service(tmp_path: Path) -> Service:
     service = create_app(settings)
     for topic in (service.topics.mql_handoff, service.topics.lead_nurture, service.topics.dead_letters):
         topic.send = AsyncMock(side_effect=resolved)
-    service.leads.changelog_topic.send_soon = MagicMock()  # no producer in the test context
+    service.leads.changelog_topic.send = AsyncMock(side_effect=resolved)  # no producer in the test context
     return service
 
 
@@ -58,7 +58,8 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
             await put(context, topics.web_visits, b"L1", event(f"v{i}", url="/pricing"))
         await put(context, topics.webinar_events, b"L1", event("w", webinar_id="w", status="attended"))
         await put(context, topics.content_downloads, b"L1", event("d", asset_id="a", asset_type="api_docs"))
-    state = decode_state(service.leads[b"L1"])
+    state = decode_state(service.leads.data.data[b"L1"])
+    assert service.leads.changelog_topic.send.call_count == 6  # one changelog record per scored event
     assert state.stage.value == "mql"
     assert state.crossings == 1
     send = service.topics.mql_handoff.send
@@ -76,4 +77,4 @@ async def test_scoring_agent_dead_letters_a_record_from_an_unknown_topic(service
     send = service.topics.dead_letters.send
     assert send.call_count == 1
     assert send.call_args.kwargs["headers"] == [("leadscore-reason", b"unknown_topic")]
-    assert b"L1" not in service.leads
+    assert b"L1" not in service.leads.data.data

@@ -242,8 +242,8 @@ def test_email_address_is_reduced_to_its_domain(scorer: Scorer) -> None:
 
 def test_events_too_late_or_in_the_future_are_dead_lettered(scorer: Scorer) -> None:
     records = [
-        visit("a", "1", T0 + 40 * DAY_MS, "/pricing"),
-        visit("a", "2", T0, "/pricing"),  # 40 days older than the lead's newest event
+        visit("a", "1", T0 + 370 * DAY_MS, "/pricing"),
+        visit("a", "2", T0, "/pricing"),  # 370 days older than the lead's newest event
         visit("a", "3", NOW + 2 * 3_600_000, "/pricing"),  # two hours in the future
     ]
     result, _ = run(scorer, records)

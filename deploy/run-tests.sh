@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/setup-venv.sh
+bash deploy/install-tools.sh  # promtool and prometheus, for the alert-rule and scrape tests
 
 started_broker=""
 kafka_port=${LEADSCORE_TEST_KAFKA_PORT:-19092}

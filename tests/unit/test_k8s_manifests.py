@@ -1,0 +1,400 @@
+"""The Kubernetes manifests in deploy/k8s, checked without a cluster.
+
+Every document is validated, strictly (unknown fields are errors), against the official
+Kubernetes JSON schemas (generated from the API server's OpenAPI document) that the
+``kubernetes-validate`` wheel ships: no download at test time. Then what a schema cannot see: the
+probes, selectors, mounts and settings agree with each other and with the worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.settings import PREFIX, settings_from_env
+
+pytestmark = pytest.mark.unit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+K8S_DIR = REPO_ROOT / "deploy" / "k8s"
+DEFAULT_RULES = REPO_ROOT / "scoring" / "default_rules.toml"
+# The schemas of a Kubernetes release still in wide use, and of the newest the package ships.
+PINNED_KUBERNETES = "1.30.0"
+POD_LABELS = {"app.kubernetes.io/name": "leadscore", "app.kubernetes.io/component": "worker"}
+
+
+@pytest.fixture(scope="module")
+def kubernetes_validate() -> ModuleType:
+    try:
+        module = importlib.import_module("kubernetes_validate")
+    except ImportError:
+        pytest.fail(
+            "kubernetes-validate is not installed: it ships the Kubernetes JSON schemas these tests "
+            "validate against; run `bash deploy/setup-venv.sh` (pip install -e '.[dev]')"
+        )
+    return module
+
+
+def kubernetes_versions() -> list[str]:
+    try:
+        from kubernetes_validate.utils import latest_version
+    except ImportError:
+        return [PINNED_KUBERNETES]  # the kubernetes_validate fixture then fails with the reason
+    return [PINNED_KUBERNETES, latest_version()]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml")
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def all_documents() -> list[dict[str, Any]]:
+    return [doc for path in manifest_files() for doc in documents(path)]
+
+
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in all_documents() if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''} in deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+def statefulset() -> dict[str, Any]:
+    return one("StatefulSet", "leadscore")
+
+
+def worker_container() -> dict[str, Any]:
+    containers = statefulset()["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["worker"]
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def env_configmap() -> dict[str, str]:
+    data: dict[str, str] = one("ConfigMap", "leadscore-env")["data"]
+    return data
+
+
+def schema_validate(module: ModuleType, doc: dict[str, Any], version: str) -> None:
+    """Raise unless ``doc`` is valid, with no unknown field, for that Kubernetes version."""
+    module.validate(doc, version, strict=True)
+
+
+# --- the schemas -------------------------------------------------------------------------------
+
+
+def test_there_are_manifests() -> None:
+    kinds = sorted(d["kind"] for d in all_documents())
+    assert kinds == ["ConfigMap", "ConfigMap", "Namespace", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+
+
+@pytest.mark.parametrize("version", kubernetes_versions())
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_manifest_is_valid_against_the_kubernetes_schemas(
+    kubernetes_validate: ModuleType, path: Path, version: str
+) -> None:
+    docs = documents(path)
+    assert docs, f"{path.name} has no documents"
+    for doc in docs:
+        # An unknown kind or apiVersion raises SchemaNotFoundError: a failure too, never a skip.
+        schema_validate(kubernetes_validate, doc, version)
+
+
+def broken_deployment() -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "broken"},
+        "spec": {
+            "replicas": "two",
+            "selector": {"matchLabels": {"app": "broken"}},
+            "template": {
+                "metadata": {"labels": {"app": "broken"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+            },
+        },
+    }
+
+
+def _valid_deployment(doc: dict[str, Any]) -> None:
+    doc["spec"]["replicas"] = 2
+
+
+def _unknown_container_field(doc: dict[str, Any]) -> None:
+    doc["spec"]["template"]["spec"]["containers"][0]["imagee"] = "leadscore:0.1.0"
+
+
+def _probe_port_of_wrong_type(doc: dict[str, Any]) -> None:
+    doc["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = ["http"]
+
+
+def _missing_required_field(doc: dict[str, Any]) -> None:
+    del doc["spec"]["selector"]
+
+
+def test_a_valid_deployment_passes(kubernetes_validate: ModuleType) -> None:
+    # Control for the next test: the broken Deployment differs from a valid one by replicas alone.
+    doc = broken_deployment()
+    _valid_deployment(doc)
+    schema_validate(kubernetes_validate, doc, PINNED_KUBERNETES)
+
+
+def test_the_validation_rejects_a_string_for_replicas(kubernetes_validate: ModuleType) -> None:
+    with pytest.raises(kubernetes_validate.ValidationError) as caught:
+        schema_validate(kubernetes_validate, broken_deployment(), PINNED_KUBERNETES)
+    assert list(caught.value.path) == ["spec", "replicas"]
+    assert "'two' is not of type 'integer'" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected_path"),
+    [
+        (_unknown_container_field, ["spec", "template", "spec", "containers", 0]),
+        (_probe_port_of_wrong_type, ["spec", "template", "spec", "containers", 0, "livenessProbe", "httpGet", "port"]),
+        (_missing_required_field, ["spec"]),
+    ],
+    ids=["unknown-field", "probe-port-type", "missing-selector"],
+)
+def test_the_validation_rejects_a_broken_statefulset(
+    kubernetes_validate: ModuleType, breakage: Callable[[dict[str, Any]], None], expected_path: list[Any]
+) -> None:
+    doc = copy.deepcopy(statefulset())
+    breakage(doc)
+    with pytest.raises(kubernetes_validate.ValidationError) as caught:
+        schema_validate(kubernetes_validate, doc, PINNED_KUBERNETES)
+    assert list(caught.value.path) == expected_path, caught.value.message
+
+
+def test_an_unknown_kind_is_an_error_not_a_pass(kubernetes_validate: ModuleType) -> None:
+    doc = {"apiVersion": "apps/v1", "kind": "StatefulSett", "metadata": {"name": "x"}}
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        schema_validate(kubernetes_validate, doc, PINNED_KUBERNETES)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == [p.name for p in manifest_files()]
+    namespace = one("Namespace")["metadata"]["name"]
+    assert kustomization["namespace"] == namespace
+    # The namespace comes from the kustomization alone, never hard-coded in a manifest.
+    assert all("namespace" not in d["metadata"] for d in all_documents())
+
+
+# --- what the schemas cannot see ---------------------------------------------------------------
+
+
+def test_container_serves_http_on_the_workers_port() -> None:
+    container = worker_container()
+    assert container["image"] == "leadscore:0.1.0"
+    assert container["ports"] == [{"name": "http", "containerPort": 6066, "protocol": "TCP"}]
+    assert env_configmap()[PREFIX + "WEB_PORT"] == "6066"
+    # 127.0.0.1, the default, would answer nothing outside the pod: no probe, no scrape.
+    assert env_configmap()[PREFIX + "WEB_HOST"] == "0.0.0.0"
+
+
+def test_image_tag_is_the_project_version() -> None:
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert worker_container()["image"] == f"leadscore:{version}"
+    assert statefulset()["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] == version
+
+
+def test_probes_use_livez_and_readyz_on_the_named_port() -> None:
+    container = worker_container()
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+
+
+def test_startup_probe_leaves_time_for_a_table_recovery() -> None:
+    startup = worker_container()["startupProbe"]
+    # The alert LeadscoreTableRecoveryStuck fires after 15 minutes; the kubelet must not restart
+    # the pod (and start the recovery over) before that.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60
+
+
+def test_pod_security() -> None:
+    pod = statefulset()["spec"]["template"]["spec"]
+    container = worker_container()
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    resources = container["resources"]
+    assert set(resources) == {"requests", "limits"}
+    assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
+
+
+def test_data_dir_is_the_persistent_volume() -> None:
+    sts = statefulset()
+    claims = {c["metadata"]["name"]: c for c in sts["spec"]["volumeClaimTemplates"]}
+    mounts = {m["mountPath"]: m["name"] for m in worker_container()["volumeMounts"]}
+    data_dir = env_configmap()[PREFIX + "DATA_DIR"]
+    assert data_dir == "/var/lib/leadscore"
+    assert mounts[data_dir] in claims
+    assert claims[mounts[data_dir]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_rules_file_is_the_mounted_configmap_key() -> None:
+    container = worker_container()
+    rules_file = Path(env_configmap()[PREFIX + "RULES_FILE"])
+    assert rules_file == Path("/etc/leadscore/rules.toml")
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(rules_file.parent))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in statefulset()["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    source = volume["configMap"]
+    assert {"key": "rules.toml", "path": rules_file.name} in source["items"]
+    assert "rules.toml" in one("ConfigMap", source["name"])["data"]
+
+
+RULES_KEY_LINE = "  rules.toml: |\n"
+
+
+def configmap_with_rules(configmap_text: str, rules: str) -> str:
+    """configmap.yaml's text with the rules.toml key (its last entry) replaced by ``rules``."""
+    head, found, _ = configmap_text.partition(RULES_KEY_LINE)
+    assert found, f"no {RULES_KEY_LINE.strip()!r} line in deploy/k8s/configmap.yaml"
+    body = "".join(f"    {line}" if line.strip() else "\n" for line in rules.splitlines(keepends=True))
+    return head + RULES_KEY_LINE + body
+
+
+def test_configmap_rules_equal_the_default_rules() -> None:
+    rules = one("ConfigMap", "leadscore-rules")["data"]["rules.toml"]
+    assert rules == DEFAULT_RULES.read_text(encoding="utf-8"), (
+        "deploy/k8s/configmap.yaml's rules.toml differs from scoring/default_rules.toml; "
+        "copy it over with `.venv/bin/python -m tests.unit.test_k8s_manifests`"
+    )
+
+
+def test_the_copy_of_the_rules_is_exact() -> None:
+    # The regenerated file parses back to the same rules, byte for byte (blank lines, comments).
+    text = configmap_with_rules(
+        (K8S_DIR / "configmap.yaml").read_text(encoding="utf-8"), DEFAULT_RULES.read_text(encoding="utf-8")
+    )
+    rules = [d for d in yaml.safe_load_all(text) if d["metadata"]["name"] == "leadscore-rules"]
+    assert rules[0]["data"]["rules.toml"] == DEFAULT_RULES.read_text(encoding="utf-8")
+
+
+def test_env_comes_from_the_configmap() -> None:
+    sources = [s["configMapRef"]["name"] for s in worker_container()["envFrom"]]
+    assert sources == ["leadscore-env"]
+    one("ConfigMap", "leadscore-env")
+
+
+class RecordingEnv(Mapping[str, str]):
+    """An environment that remembers which variables were looked up."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self.data = dict(data)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def unread_variables(data: Mapping[str, str]) -> list[str]:
+    """The ConfigMap's variables that the worker's settings never look up (typos, stale names)."""
+    env = RecordingEnv(data)
+    settings_from_env(env)
+    return sorted(set(data) - env.read)
+
+
+def test_every_configmap_variable_is_a_setting_the_worker_reads() -> None:
+    data = env_configmap()
+    assert all(name.startswith(PREFIX) for name in data), sorted(data)
+    assert unread_variables(data) == []
+
+
+def test_a_misspelt_variable_is_caught() -> None:
+    data = {**env_configmap(), "LEADSCORE_BOOTSTRAP_SERVERS": "kafka:9092", "LEADSCORE_TOPIC_MQL_HANDOF": "x"}
+    assert unread_variables(data) == ["LEADSCORE_BOOTSTRAP_SERVERS", "LEADSCORE_TOPIC_MQL_HANDOF"]
+
+
+def test_configmap_values_are_accepted_by_the_worker() -> None:
+    settings = settings_from_env(env_configmap())
+    assert settings.web_host == "0.0.0.0"
+    assert settings.web_port == 6066
+    assert settings.data_dir == Path("/var/lib/leadscore")
+    assert settings.rules_file == Path("/etc/leadscore/rules.toml")
+    assert settings.store == "rocksdb://"
+
+
+# --- selectors ---------------------------------------------------------------------------------
+
+
+def test_statefulset_selector_matches_its_pods() -> None:
+    spec = statefulset()["spec"]
+    assert spec["selector"]["matchLabels"] == POD_LABELS
+    assert POD_LABELS.items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_pdb_selects_the_statefulsets_pods() -> None:
+    pdb = one("PodDisruptionBudget")["spec"]
+    pod_labels = statefulset()["spec"]["template"]["metadata"]["labels"]
+    assert pdb["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb
+    assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["selector"]["matchLabels"] == statefulset()["spec"]["selector"]["matchLabels"]
+
+
+def test_services_select_the_pods_and_target_the_named_port() -> None:
+    pod_labels = statefulset()["spec"]["template"]["metadata"]["labels"]
+    headless = one("Service", statefulset()["spec"]["serviceName"])["spec"]
+    assert headless["clusterIP"] == "None"
+    api = one("Service", "leadscore")["spec"]
+    assert api.get("type", "ClusterIP") == "ClusterIP"
+    assert api.get("clusterIP") != "None"
+    for spec in (headless, api):
+        assert spec["selector"].items() <= pod_labels.items()
+        assert spec["ports"] == [{"name": "http", "port": 6066, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_canonical_url_names_the_pod_through_the_headless_service() -> None:
+    env = {e["name"]: e for e in worker_container()["env"]}
+    url = env["NODE_CANONICAL_URL"]["value"]
+    service = statefulset()["spec"]["serviceName"]
+    assert url == f"http://$(POD_NAME).{service}.$(POD_NAMESPACE).svc:6066"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # $(VAR) expands only variables defined earlier in the list.
+    names = list(env)
+    assert names.index("POD_NAME") < names.index("NODE_CANONICAL_URL")
+    assert names.index("POD_NAMESPACE") < names.index("NODE_CANONICAL_URL")
+
+
+def test_pods_are_annotated_for_prometheus() -> None:
+    annotations = statefulset()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "6066"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+if __name__ == "__main__":
+    # Copy scoring/default_rules.toml into deploy/k8s/configmap.yaml.
+    configmap = K8S_DIR / "configmap.yaml"
+    updated = configmap_with_rules(configmap.read_text(encoding="utf-8"), DEFAULT_RULES.read_text(encoding="utf-8"))
+    configmap.write_text(updated, encoding="utf-8")
+    print(f"copied {DEFAULT_RULES.relative_to(REPO_ROOT)} into {configmap.relative_to(REPO_ROOT)}")

@@ -47,6 +47,7 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
             metrics.end_to_end_latency.labels("record").observe(max(time.time() - record_timestamp_s, 0))
     for nurture in result.nurture:
         metrics.nurture_events.labels(nurture.reason).inc()
+    metrics.count_funnel(result)
     for letter in result.dead_letters:
         await topics.dead_letters.send(
             key=letter.key,

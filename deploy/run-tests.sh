@@ -12,7 +12,7 @@ bash deploy/setup-venv.sh
 bash deploy/install-tools.sh  # promtool and prometheus, for the alert-rule and scrape tests
 
 started_broker=""
-kafka_port=${LEADSCORE_TEST_KAFKA_PORT:-19092}
+kafka_port=${LEADSCORE_TEST_KAFKA_PORT:-19192}  # its controller listens on 29192; a default broker's on 19092
 kafka_state="${LEADSCORE_TEST_KAFKA_STATE_DIR:-$PWD/var/test-kafka}"
 stop_broker() {
   if [ -n "$started_broker" ]; then

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 
 from scoring.decay import decay_factor, time_to_fall
 from scoring.errors import InvalidEvent
-from scoring.events import Event, EventKind, decode_event
-from scoring.outputs import BreakdownRow, DeadLetter, MqlEvent, NurtureEvent, Score
+from scoring.events import SCORED_KINDS, Event, EventKind, decode_event
+from scoring.outputs import BreakdownRow, DeadLetter, MqlEvent, NurtureEvent, Score, Transition
 from scoring.rules import EngagementRule, Rules
+from scoring.sources import first_touch
+from scoring.stages import DECAYING, NURTURE_REASONS, QUALIFIABLE, Refusal, apply_outcome, reset_factor
 from scoring.state import LeadState, Stage
+
+_FIT_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,13 @@ class BatchResult:
     duplicates: int = 0
     capped: int = 0
     events_by_kind: dict[str, int] = field(default_factory=dict)
+    # Every stage change, for the funnel counters; and the sales feedback applied, by outcome.
+    transitions: list[Transition] = field(default_factory=list)
+    feedback: dict[str, int] = field(default_factory=dict)
+
+
+def _transition(state: LeadState, from_stage: Stage, at: int, version: str) -> Transition:
+    return Transition(state.lead_id, from_stage.value, state.stage.value, at, state.mql_rules_version or version)
 
 
 def _round_rows(rows: list[BreakdownRow], total: float) -> tuple[BreakdownRow, ...]:
@@ -59,6 +70,7 @@ class Scorer:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+        self._fit_memo: dict[tuple[tuple[str, str | int], ...], float] = {}
 
     # -- the score at an instant -------------------------------------------------------------
 
@@ -79,13 +91,25 @@ class Scorer:
         return total
 
     def _fit_total(self, state: LeadState) -> float:
-        raw = sum(row.points for row in self._fit_rows(state))
-        return min(max(raw, self.rules.fit_min), self.rules.fit_max)
+        # Fit depends only on the profile, which changes rarely: memoised by its content.
+        key = tuple(sorted(state.profile.items()))
+        fit = self._fit_memo.get(key)
+        if fit is None:
+            raw = sum(row.points for row in self._fit_rows(state))
+            fit = min(max(raw, self.rules.fit_min), self.rules.fit_max)
+            if len(self._fit_memo) >= _FIT_MEMO_SIZE:
+                self._fit_memo.clear()
+            self._fit_memo[key] = fit
+        return fit
 
     def _total(self, state: LeadState, at_ms: int) -> float:
         rules = self.rules
         engagement = self._engagement_total(state, at_ms)
         return self._fit_total(state) + min(max(engagement, rules.engagement_min), rules.engagement_max)
+
+    def reported_score(self, state: LeadState, at_ms: int) -> float:
+        """The score at ``at_ms`` as reported and decided on (rounded to 0.01), without a breakdown."""
+        return round(self._total(state, at_ms), 2)
 
     def score_at(self, state: LeadState, at_ms: int) -> Score:
         """The lead's score at ``at_ms`` with a breakdown whose rows add up to it."""
@@ -154,7 +178,7 @@ class Scorer:
     def settle(self, state: LeadState, now_ms: int) -> NurtureEvent | None:
         """Return a qualified lead to nurture if its decayed score fell below the nurture
         threshold by ``now_ms``; the event carries the exact instant it fell."""
-        if state.stage is not Stage.MQL or state.due_at is None or state.due_at > now_ms:
+        if state.stage not in DECAYING or state.due_at is None or state.due_at > now_ms:
             return None
         at = state.due_at
         if round(self._total(state, at), 2) >= self.rules.nurture_threshold:
@@ -191,7 +215,7 @@ class Scorer:
         A cap counts the earliest N events of each fixed window, so that the score does not
         depend on the order in which events arrive.
         """
-        contribution = rule.points * decay_factor(state.ref_ms - at_ms, rule.half_life_ms)
+        contribution = rule.points * decay_factor(state.ref_ms - at_ms, rule.half_life_ms) * reset_factor(state, at_ms)
         if rule.cap is not None:
             window = f"{rule.id}@{at_ms // rule.cap.window_ms}"
             counted = state.cap_windows.setdefault(window, [])
@@ -199,7 +223,9 @@ class Scorer:
                 if at_ms >= counted[-1]:
                     return False
                 evicted = counted.pop()
-                contribution -= rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms)
+                contribution -= (
+                    rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms) * reset_factor(state, evicted)
+                )
                 state.counts[rule.id] -= 1
             bisect.insort(counted, at_ms)
         state.values[rule.id] = state.values.get(rule.id, 0.0) + contribution
@@ -211,6 +237,8 @@ class Scorer:
         rules = self.rules
         assert state.last_event_at is not None
         horizon = state.last_event_at - rules.late_window_ms
+        if state.resets:  # no event older than the horizon is counted any more: nothing to discount
+            state.resets = [(at, f) for at, f in state.resets if at > max(horizon, state.seen_floor)]
         if len(state.seen) <= rules.max_tracked_events:
             return
         keep = sorted(state.seen.items(), key=lambda item: item[1])
@@ -224,7 +252,8 @@ class Scorer:
     def apply(self, state: LeadState, event: Event, now_ms: int) -> tuple[int, list[object]]:
         """Apply one event to its lead's state.
 
-        Returns (number of engagement rules counted, the MQL and nurture events it caused);
+        Returns (number of engagement rules counted, what it caused: MQL and nurture events,
+        stage transitions, and a refusal for sales feedback the lead's stage does not allow);
         raises :class:`InvalidEvent` for an event that is too far in the future or too late to
         be counted exactly once.
         """
@@ -237,33 +266,56 @@ class Scorer:
             raise InvalidEvent("too_late", "occurred_at is older than the late window of this lead's latest event")
         at = occurred if last is None or occurred > last else last
         outputs: list[object] = []
-        nurtured = self.settle(state, at)
-        if nurtured is not None:
-            outputs.append(nurtured)
+        self._settle_into(state, at, outputs)
+        feedback = event.kind is EventKind.SALES_FEEDBACK
+        if feedback:
+            refusal = self._feedback(state, event, at, outputs)
+            if refusal is not None:
+                outputs.append(refusal)  # the state keeps no trace of a refused event
+                return 0, outputs
 
         state.seen[event.event_id] = occurred
         state.last_event_at = at
-        if state.first_event_at is None or occurred < state.first_event_at:
-            state.first_event_at = occurred
         counted = 0
         if event.kind is EventKind.LEAD_PROFILE:
             for name, value in event.attrs.items():
                 if state.profile_at.get(name, -1) <= occurred:
                     state.profile[name] = value
                     state.profile_at[name] = occurred
-        else:
+        elif event.kind in SCORED_KINDS:
             if at > state.ref_ms:
                 self._rebase(state, at)
             for rule in rules.by_kind[event.kind]:
                 if rule.matches(event.attrs):
                     counted += self._count(state, rule, occurred)
+            if event.kind is EventKind.WEB_VISIT and (state.source_at is None or occurred < state.source_at):
+                state.source, state.source_at = first_touch(event.attrs), occurred
+        if not feedback and (state.first_event_at is None or occurred < state.first_event_at):
+            state.first_event_at = occurred
         self._forget_old(state)
+        if not feedback:  # sales feedback never qualifies a lead by itself
+            self._decide(state, event, at, outputs)
+        if state.stage in DECAYING:
+            state.due_at = self.due_at(state, at)
+        return counted, outputs
 
+    def _settle_into(self, state: LeadState, at: int, outputs: list[object]) -> None:
+        nurtured = self.settle(state, at)
+        if nurtured is not None:
+            outputs.append(nurtured)
+            outputs.append(_transition(state, Stage.MQL, nurtured.at, self.rules.version))
+
+    def _decide(self, state: LeadState, event: Event, at: int, outputs: list[object]) -> None:
+        """Cross to MQL, or back to nurture on a negative signal, on the score as reported."""
+        rules = self.rules
         total = round(self._total(state, at), 2)
-        if state.stage is not Stage.MQL and total >= rules.mql_threshold:
+        before = state.stage
+        if before in QUALIFIABLE and total >= rules.mql_threshold:
             state.stage = Stage.MQL
             state.crossings += 1
             state.mql_at = at
+            state.sal_at = state.sql_at = state.won_at = None
+            state.mql_rules_version = rules.version
             state.trigger_event_id = event.event_id
             outputs.append(
                 MqlEvent(
@@ -276,23 +328,40 @@ class Scorer:
                     rules_version=rules.version,
                 )
             )
-        elif state.stage is Stage.MQL and total < rules.nurture_threshold:
+        elif before is Stage.MQL and total < rules.nurture_threshold:
             state.stage = Stage.NURTURE
             state.due_at = None
-            outputs.append(
-                NurtureEvent(
-                    lead_id=state.lead_id,
-                    crossing=state.crossings,
-                    score=self.score_at(state, at),
-                    threshold=rules.nurture_threshold,
-                    at=at,
-                    reason="negative_signal",
-                    rules_version=rules.version,
-                )
-            )
-        if state.stage is Stage.MQL:
-            state.due_at = self.due_at(state, at)
-        return counted, outputs
+            outputs.append(self._nurture(state, at, "negative_signal"))
+        else:
+            return
+        outputs.append(_transition(state, before, at, rules.version))
+
+    def _nurture(self, state: LeadState, at: int, reason: str) -> NurtureEvent:
+        return NurtureEvent(
+            lead_id=state.lead_id,
+            crossing=state.crossings,
+            score=self.score_at(state, at),
+            threshold=self.rules.nurture_threshold,
+            at=at,
+            reason=reason,
+            rules_version=self.rules.version,
+        )
+
+    # -- sales feedback ---------------------------------------------------------------------------
+
+    def _feedback(self, state: LeadState, event: Event, at: int, outputs: list[object]) -> Refusal | None:
+        """Move the lead along the stage machine, or return why its stage does not allow it."""
+        outcome = str(event.attrs["outcome"])
+        before = state.stage
+        refusal = apply_outcome(state, outcome, event.occurred_at, self.rules)
+        if refusal is not None:
+            return refusal
+        if state.stage is Stage.NURTURE:
+            outputs.append(self._nurture(state, at, NURTURE_REASONS[outcome]))
+        outputs.append(_transition(state, before, event.occurred_at, self.rules.version))
+        return None
+
+    # -- batches ------------------------------------------------------------------------------------
 
     def process_batch(
         self, records: Iterable[InputRecord], states: Mapping[str, LeadState], now_ms: int
@@ -317,51 +386,54 @@ class Scorer:
                     continue
                 counted, outputs = self.apply(state, event, now_ms)
             except InvalidEvent as exc:
-                result.dead_letters.append(
-                    DeadLetter(
-                        exc.reason,
-                        exc.detail,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                    )
-                )
+                result.dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue
             except Exception as exc:  # a bug must not lose the record: dead-letter it
                 result.dead_letters.append(
-                    DeadLetter(
-                        "scoring_error",
-                        f"{type(exc).__name__}: {str(exc)[:200]}",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                    )
+                    _dead_letter(record, "scoring_error", f"{type(exc).__name__}: {str(exc)[:200]}")
                 )
+                continue
+            refused = [o for o in outputs if isinstance(o, Refusal)]
+            if refused:
+                result.dead_letters.append(_dead_letter(record, "invalid_transition", refused[0].detail))
+                if len(outputs) > 1:  # the decay settled before the refusal still happened
+                    changed[event.lead_id] = state
+                    _collect(result, outputs)
                 continue
             changed[event.lead_id] = state
             result.scored += 1
             result.events_by_kind[event.kind.value] = result.events_by_kind.get(event.kind.value, 0) + 1
-            if event.kind is not EventKind.LEAD_PROFILE and counted == 0:
+            if event.kind in SCORED_KINDS and counted == 0:
                 result.capped += 1
-            for output in outputs:
-                if isinstance(output, MqlEvent):
-                    result.mql.append(output)
-                elif isinstance(output, NurtureEvent):
-                    result.nurture.append(output)
+            if event.kind is EventKind.SALES_FEEDBACK:
+                outcome = str(event.attrs["outcome"])
+                result.feedback[outcome] = result.feedback.get(outcome, 0) + 1
+            _collect(result, outputs)
         return result
 
     def expire_due(self, states: Iterable[LeadState], now_ms: int) -> BatchResult:
         """Return to nurture the qualified leads whose decayed score fell by ``now_ms``."""
         result = BatchResult()
         for state in states:
-            event = self.settle(state, now_ms)
-            if event is not None:
-                result.nurture.append(event)
+            outputs: list[object] = []
+            self._settle_into(state, now_ms, outputs)
+            if outputs:
+                _collect(result, outputs)
                 result.states[state.lead_id] = state
-            elif state.stage is Stage.MQL and state.due_at is not None and state.due_at > now_ms:
+            elif state.stage in DECAYING and state.due_at is not None and state.due_at > now_ms:
                 result.states[state.lead_id] = state  # re-scheduled after a non-monotone look
         return result
+
+
+def _dead_letter(record: InputRecord, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(reason, detail, record.topic, record.partition, record.offset, record.key, record.value)
+
+
+def _collect(result: BatchResult, outputs: list[object]) -> None:
+    for output in outputs:
+        if isinstance(output, MqlEvent):
+            result.mql.append(output)
+        elif isinstance(output, NurtureEvent):
+            result.nurture.append(output)
+        elif isinstance(output, Transition):
+            result.transitions.append(output)

@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     CONTENT_DOWNLOAD = "content_download"
     WEBINAR_EVENT = "webinar_event"
     LEAD_PROFILE = "lead_profile"
+    SALES_FEEDBACK = "sales_feedback"
 
 
 SCORED_KINDS = (
@@ -28,6 +29,8 @@ SCORED_KINDS = (
     EventKind.CONTENT_DOWNLOAD,
     EventKind.WEBINAR_EVENT,
 )
+# What sales says about a lead, in funnel order (see scoring/stages.py for what each one does).
+FEEDBACK_OUTCOMES = ("accepted", "rejected", "sql", "won", "lost")
 
 # Per kind: field -> (accepted types, required). Strings are capped in length on decode.
 _STR = (str,)
@@ -65,11 +68,16 @@ EVENT_SPECS: Mapping[EventKind, Mapping[str, tuple[tuple[type, ...], bool]]] = {
         "country": (_STR, False),
         "email": (_STR, False),
     },
+    EventKind.SALES_FEEDBACK: {
+        "outcome": (_STR, True),
+        "reason": (_STR, False),
+    },
 }
 EVENT_FIELDS: Mapping[EventKind, tuple[str, ...]] = {kind: tuple(spec) for kind, spec in EVENT_SPECS.items()}
 _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
     (EventKind.EMAIL_EVENT, "action"): frozenset({"open", "click"}),
     (EventKind.WEBINAR_EVENT, "status"): frozenset({"registered", "attended"}),
+    (EventKind.SALES_FEEDBACK, "outcome"): frozenset(FEEDBACK_OUTCOMES),
     (EventKind.LEAD_PROFILE, "seniority"): frozenset(
         {"intern", "individual_contributor", "manager", "director", "vp", "c_level", "owner"}
     ),

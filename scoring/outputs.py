@@ -1,4 +1,4 @@
-"""What the scorer produces: MQL events, nurture events and dead letters."""
+"""What the scorer produces: MQL events, nurture events, stage transitions and dead letters."""
 
 import base64
 import uuid
@@ -83,7 +83,7 @@ class NurtureEvent:
     score: Score
     threshold: float
     at: int
-    reason: str  # "decay" or "negative_signal"
+    reason: str  # "decay", "negative_signal", "sales_rejected" or "lost"
     rules_version: str
 
     @property
@@ -105,6 +105,17 @@ class NurtureEvent:
             "rules_version": self.rules_version,
             "breakdown": [row.to_payload() for row in self.score.breakdown],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A lead moved from one stage to another (for the funnel counters; never sent)."""
+
+    lead_id: str
+    from_stage: str
+    to_stage: str
+    at: int
+    rules_version: str  # of the lead's current MQL crossing
 
 
 @dataclass(frozen=True, slots=True)

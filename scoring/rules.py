@@ -1,7 +1,8 @@
 """The rules file: parsed from TOML, validated with precise errors, compiled for fast matching.
 
 A rules file has a ``[thresholds]`` table (``mql``, ``nurture``), ``[fit]`` and ``[engagement]``
-limits, ``[[fit_rules]]`` on profile attributes and ``[[engagement_rules]]`` on events. Every
+limits, an optional ``[feedback]`` table (what a sales rejection or a lost deal does to
+engagement), ``[[fit_rules]]`` on profile attributes and ``[[engagement_rules]]`` on events. Every
 error names the file, the rule and the field, so that a broken file never starts a worker.
 """
 
@@ -102,6 +103,9 @@ class Rules:
     max_future_skew_ms: int
     fit_rules: tuple[FitRule, ...]
     engagement_rules: tuple[EngagementRule, ...]
+    # What sales feedback does to engagement: multiplied by this factor on rejection / lost deal.
+    rejected_engagement_factor: float = 0.0
+    lost_engagement_factor: float = 0.5
     by_kind: Mapping[EventKind, tuple[EngagementRule, ...]] = field(default_factory=dict)
     by_id: Mapping[str, EngagementRule] = field(default_factory=dict)
 
@@ -271,13 +275,20 @@ def _table(source: str, document: Mapping[str, Any], name: str) -> Mapping[str, 
     return value
 
 
+def _factor(reader: _Reader, name: str, default: float) -> float:
+    value = reader.number(name, default)
+    if not 0 <= value <= 1:
+        raise reader.fail(name, f"must be between 0 (reset) and 1 (keep), got {value:g}")
+    return value
+
+
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
     """Parse and validate a TOML rules document; ``source`` names it in error messages."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: not valid TOML: {exc}") from None
-    known = {"name", "version", "thresholds", "fit", "engagement", "fit_rules", "engagement_rules"}
+    known = {"name", "version", "thresholds", "fit", "engagement", "feedback", "fit_rules", "engagement_rules"}
     for name in document:
         if name not in known:
             raise RulesError(f"{source}: unknown top-level key {name!r} (known: {', '.join(sorted(known))})")
@@ -328,6 +339,11 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         raise engagement.fail(
             "max", f"fit max ({fit_max}) plus engagement max ({engagement_max}) cannot reach mql ({mql})"
         )
+    feedback = _Reader(source, "[feedback]", _table(source, document, "feedback"))
+    feedback.reject_unknown({"rejected_engagement_factor", "lost_engagement_factor"})
+    rejected_factor = _factor(feedback, "rejected_engagement_factor", 0.0)
+    lost_factor = _factor(feedback, "lost_engagement_factor", 0.5)
+
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     name = document.get("version") or document.get("name") or "rules"
     by_kind = {kind: tuple(r for r in compiled_engagement if r.kind is kind) for kind in SCORED_KINDS}
@@ -339,11 +355,13 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         fit_max=fit_max,
         engagement_min=engagement.number("min", 0),
         engagement_max=engagement_max,
-        late_window_ms=engagement.duration("late_window", "30d"),
+        late_window_ms=engagement.duration("late_window", "365d"),
         max_tracked_events=engagement.integer("max_tracked_events", 1000),
         max_future_skew_ms=engagement.duration("max_future_skew", "1h"),
         fit_rules=compiled_fit,
         engagement_rules=compiled_engagement,
+        rejected_engagement_factor=rejected_factor,
+        lost_engagement_factor=lost_factor,
         by_kind=by_kind,
         by_id={r.id: r for r in compiled_engagement},
     )

@@ -6,15 +6,26 @@ from typing import Any
 
 import orjson
 
-STATE_FORMAT = 1
+# Format 2 adds the sales stages, their timestamps, the first-touch source, the rules version of
+# the MQL crossing and the engagement resets. Format 1 states decode with those left empty.
+STATE_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 
 
 class Stage(StrEnum):
-    """Lifecycle stages. ``lead`` and ``nurture`` are not qualified; ``mql`` is handed to sales."""
+    """Lifecycle stages, in funnel order (see ``scoring/stages.py`` for the moves between them).
+
+    ``lead`` and ``nurture`` belong to marketing and are not qualified; ``mql`` is handed to
+    sales and decays back to nurture; ``sal`` and ``sql`` belong to sales, and only sales
+    feedback moves them; ``customer`` is terminal.
+    """
 
     LEAD = "lead"
     MQL = "mql"
     NURTURE = "nurture"
+    SAL = "sal"
+    SQL = "sql"
+    CUSTOMER = "customer"
 
 
 @dataclass(slots=True)
@@ -45,6 +56,19 @@ class LeadState:
     trigger_event_id: str | None = None
     # The input partition of the lead's events, kept so the due index can be rebuilt after recovery.
     partition: int = -1
+    # When sales moved the lead of the current (latest) MQL crossing on; reset by a new crossing.
+    sal_at: int | None = None
+    sql_at: int | None = None
+    won_at: int | None = None
+    # The rules version under which the current (latest) MQL crossing happened.
+    mql_rules_version: str | None = None
+    # First touch: utm_source, else the referrer's domain, else "" (direct), of the earliest web
+    # visit by occurred_at; None before any web visit.
+    source: str | None = None
+    source_at: int | None = None
+    # Engagement resets by sales feedback, (occurred_at, factor), kept within the late window so
+    # that a late event older than a reset is discounted like the events counted before it.
+    resets: list[tuple[int, float]] = field(default_factory=list)
 
 
 def encode_state(state: LeadState) -> bytes:
@@ -69,14 +93,21 @@ def encode_state(state: LeadState) -> bytes:
             "d": state.due_at,
             "t": state.trigger_event_id,
             "pt": state.partition,
+            "sa": state.sal_at,
+            "sq": state.sql_at,
+            "wo": state.won_at,
+            "mv": state.mql_rules_version,
+            "so": state.source,
+            "soa": state.source_at,
+            "rs": state.resets,
         }
     )
 
 
 def decode_state(data: bytes) -> LeadState:
-    """Decode a state written by :func:`encode_state`."""
+    """Decode a state written by :func:`encode_state` (this format or the previous one)."""
     raw: dict[str, Any] = orjson.loads(data)
-    if raw.get("f") != STATE_FORMAT:
+    if raw.get("f") not in _READABLE_FORMATS:
         raise ValueError(f"unknown lead state format {raw.get('f')!r}")
     return LeadState(
         lead_id=raw["id"],
@@ -96,4 +127,11 @@ def decode_state(data: bytes) -> LeadState:
         due_at=raw["d"],
         trigger_event_id=raw["t"],
         partition=raw["pt"],
+        sal_at=raw.get("sa"),
+        sql_at=raw.get("sq"),
+        won_at=raw.get("wo"),
+        mql_rules_version=raw.get("mv"),
+        source=raw.get("so"),
+        source_at=raw.get("soa"),
+        resets=[(int(at), float(factor)) for at, factor in raw.get("rs", [])],
     )

@@ -3,12 +3,17 @@
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from scoring.errors import RulesError
 from streams.local_kafka import kafka_cli
 from streams.settings import SettingsError, settings_from_env
+
+if TYPE_CHECKING:
+    from scoring.engine import InputRecord
+    from scoring.rules import Rules
 
 
 @click.group()
@@ -98,3 +103,184 @@ def demo_traffic(leads_per_minute: int, duration: float, seed: int | None) -> No
         sent = -1
     if sent >= 0:
         click.echo(f"{sent} events sent")
+
+
+def _rules_or_fail(path: Path) -> "Rules":
+    from streams.replay import load_rules
+
+    try:
+        return load_rules(path)
+    except (RulesError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _history(files: tuple[Path, ...]) -> "list[InputRecord]":
+    from streams.history import read_jsonl
+
+    try:
+        return read_jsonl(files)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--rules", "rules_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--events",
+    "event_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON-lines history (each line has a 'type', as for `send`); repeat for several files.",
+)
+@click.option(
+    "--baseline-rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The rules to compare with (default: LEADSCORE_RULES_FILE, else the default rules).",
+)
+@click.option("--from-topics", is_flag=True, help="Read the history from the inbound topics of LEADSCORE_BOOTSTRAP.")
+@click.option(
+    "--topic-prefix", default=None, help="With --from-topics: the topic prefix (default: LEADSCORE_TOPIC_PREFIX)."
+)
+@click.option(
+    "--until", default=None, help="Settle decay at this instant (RFC 3339 or epoch ms; default: the last event)."
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the candidate's MQL and nurture events here (JSON lines).",
+)
+@click.option("--limit", default=20, show_default=True, help="Leads listed per difference.")
+def replay(
+    rules_file: Path,
+    event_files: tuple[Path, ...],
+    baseline_rules: Path | None,
+    from_topics: bool,
+    topic_prefix: str | None,
+    until: str | None,
+    output: Path | None,
+    limit: int,
+) -> None:
+    """Dry-run a candidate rules file on a history: which leads would become MQLs and when, and
+    how that differs from the baseline rules. Offline: touches no live state."""
+    from collections import Counter
+
+    from streams.history import read_topics
+    from streams.replay import parse_instant, run_replay
+
+    if from_topics == bool(event_files):
+        raise click.UsageError("give either --events FILE (repeatable) or --from-topics")
+    candidate = _rules_or_fail(rules_file)
+    try:
+        settings = settings_from_env(topic_prefix=topic_prefix)
+        until_ms = parse_instant(until) if until else None
+    except (SettingsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    baseline = _rules_or_fail(baseline_rules or settings.rules_file)
+    if from_topics:
+        records = asyncio.run(read_topics(settings))
+        counts = Counter(record.topic for record in records)
+        read = ", ".join(f"{topic} {count:,}" for topic, count in sorted(counts.items()))
+        click.echo(f"read from {settings.bootstrap}: {read or 'nothing'}\n")
+    else:
+        records = _history(event_files)
+    click.echo(run_replay(records, candidate, baseline, until_ms, output, limit))
+    if output is not None:
+        click.echo(f"\ncandidate's MQL and nurture events written to {output}")
+
+
+def _band(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter("expected LOW,HIGH, e.g. 0.2,0.4") from None
+    if not 0 <= low <= high <= 1:
+        raise click.BadParameter("expected 0 <= LOW <= HIGH <= 1")
+    return low, high
+
+
+@main.command()
+@click.option(
+    "--events",
+    "event_files",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--outcomes",
+    "outcome_files",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sales feedback (JSON lines of type sales_feedback).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Default: LEADSCORE_RULES_FILE, else the default rules.",
+)
+@click.option("--target-band", default="0.2,0.4", show_default=True, help="Wanted MQL->SQL conversion, LOW,HIGH.")
+@click.option("--thresholds", default="40:120:5", show_default=True, help="START:STOP:STEP of the thresholds tried.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write calibration.md and calibration.png here.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def calibrate(
+    event_files: tuple[Path, ...],
+    outcome_files: tuple[Path, ...],
+    rules_file: Path | None,
+    target_band: str,
+    thresholds: str,
+    report_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Recommend an MQL threshold from history and sales outcomes: volume, MQL->SQL conversion and
+    won deals captured at each threshold."""
+    from scoring.calibration import threshold_range
+    from streams.calibrate import run_calibration, summary, write_report
+
+    band = _band(target_band)
+    try:
+        start, stop, step = (float(part) for part in thresholds.split(":"))
+        tried = threshold_range(start, stop, step)
+    except ValueError as exc:
+        raise click.BadParameter(f"--thresholds: {exc}") from None
+    rules = _rules_or_fail(rules_file or settings_from_env().rules_file)
+    run = run_calibration(_history(event_files), _history(outcome_files), rules, tried, band, progress=not quiet)
+    click.echo(summary(run))
+    if report_dir is not None:
+        click.echo(f"report: {write_report(run, report_dir)}")
+
+
+@main.command()
+@click.option("--leads", default=5000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--start", default="2026-01-01T00:00:00Z", show_default=True, help="When the first journeys may start.")
+@click.option("--spread-days", default=90.0, show_default=True, help="Journeys start within this many days.")
+@click.option("--events", "events_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--outcomes",
+    "outcomes_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write each contactable lead's sales outcomes (ground truth).",
+)
+def synth(leads: int, seed: int, start: str, spread_days: float, events_file: Path, outcomes_file: Path | None) -> None:
+    """Write a realistic synthetic history (and its ground-truth sales outcomes) as JSON lines."""
+    from streams.history import write_jsonl
+    from streams.replay import parse_instant
+    from streams.synthetic import history
+
+    try:
+        start_ms = parse_instant(start)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    journeys = history(seed, leads, start_ms, int(spread_days * 86_400_000))
+    events = sorted((e for j in journeys for e in j.events), key=lambda e: e.occurred_at)
+    click.echo(f"{write_jsonl(events_file, events):>8} events -> {events_file}")
+    if outcomes_file is not None:
+        outcomes = sorted((e for j in journeys for e in j.outcomes), key=lambda e: e.occurred_at)
+        click.echo(f"{write_jsonl(outcomes_file, outcomes):>8} outcomes -> {outcomes_file}")

@@ -2,6 +2,8 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from scoring.engine import BatchResult
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
@@ -80,3 +82,19 @@ class Metrics:
         self.recoveries = Counter(
             "leadscore_table_recoveries", "Completed table recoveries (after each rebalance).", registry=r
         )
+        self.funnel_transitions = Counter(
+            "leadscore_funnel_transitions",
+            "Leads moved between stages, by the rules version of their MQL crossing.",
+            ["from_stage", "to_stage", "rules_version"],
+            registry=r,
+        )
+        self.feedback_events = Counter(
+            "leadscore_feedback_events", "Sales feedback applied to a lead, by outcome.", ["outcome"], registry=r
+        )
+
+    def count_funnel(self, result: BatchResult) -> None:
+        """Count a scoring result's stage transitions and applied sales feedback."""
+        for move in result.transitions:
+            self.funnel_transitions.labels(move.from_stage, move.to_stage, move.rules_version).inc()
+        for outcome, count in result.feedback.items():
+            self.feedback_events.labels(outcome).inc(count)

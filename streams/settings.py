@@ -24,6 +24,7 @@ class TopicNames:
     content_downloads: str = "content-downloads"
     webinar_events: str = "webinar-events"
     lead_profiles: str = "lead-profiles"
+    sales_feedback: str = "sales-feedback"
     mql_handoff: str = "mql-handoff"
     lead_nurture: str = "lead-nurture"
     dead_letters: str = "lead-dead-letters"
@@ -37,6 +38,7 @@ class TopicNames:
             self.content_downloads: EventKind.CONTENT_DOWNLOAD,
             self.webinar_events: EventKind.WEBINAR_EVENT,
             self.lead_profiles: EventKind.LEAD_PROFILE,
+            self.sales_feedback: EventKind.SALES_FEEDBACK,
         }
 
     def all(self) -> list[str]:
@@ -98,15 +100,16 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from ``LEADSCORE_*`` variables (``os.environ`` by default)."""
+def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str | None = None) -> Settings:
+    """Build the settings from ``LEADSCORE_*`` variables (``os.environ`` by default);
+    ``topic_prefix`` overrides ``LEADSCORE_TOPIC_PREFIX`` (a command-line option)."""
     env = os.environ if env is None else env
     defaults = Settings()
 
     def text(name: str, default: str) -> str:
         return env.get(PREFIX + name, default)
 
-    prefix = text("TOPIC_PREFIX", "")
+    prefix = text("TOPIC_PREFIX", "") if topic_prefix is None else topic_prefix
     base = TopicNames()
     topics = TopicNames(
         **{f.name: prefix + text(f"TOPIC_{f.name.upper()}", getattr(base, f.name)) for f in fields(TopicNames)}

@@ -5,19 +5,25 @@ A journey is one lead's events over simulated hours, days or weeks, shaped by a 
 - ``champion`` (~10%): a good fit whose engagement escalates over 1-3 weeks (blog, product,
   pricing, docs, a technical download, a demo webinar) and then goes silent; becomes an MQL and
   later decays back to nurture.
-- ``evaluator`` (~12%): a medium fit comparing products; sometimes qualifies.
-- ``researcher`` (~28%): reads the blog and opens newsletters for weeks; does not qualify.
+- ``evaluator`` (~16%): a medium fit comparing products; sometimes qualifies.
+- ``researcher`` (~26%): reads the blog and opens newsletters for weeks; does not qualify.
 - ``student`` (~8%): a free-mail student who downloads everything; never qualifies.
 - ``job_seeker`` (~7%): careers and job pages; never qualifies.
-- ``lurker`` (~35%): one to three anonymous page views, no profile.
+- ``lurker`` (~33%): one to three anonymous page views, no profile.
+
+Each journey also has a hidden ``fit`` and ``intent`` (0 to 1, drawn by persona; intent shapes how
+far the journey escalates) and, for a lead that left a profile (sales can contact it), the sales
+outcomes it would get if it were handed over: drawn from a logistic model of fit and intent
+(:data:`OUTCOME_MODEL`), never from the score, so that a threshold can be calibrated against them.
 
 Nothing here does I/O. E-mail addresses are synthetic (``user<number>@<domain>``); no personal
 names appear anywhere.
 """
 
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scoring.events import EventKind
@@ -29,11 +35,11 @@ DAY_MS = 24 * HOUR_MS
 
 PERSONA_WEIGHTS: dict[str, float] = {
     "champion": 10,
-    "evaluator": 12,
-    "researcher": 28,
+    "evaluator": 16,
+    "researcher": 26,
     "student": 8,
     "job_seeker": 7,
-    "lurker": 35,
+    "lurker": 33,
 }
 SERVED_COUNTRIES = ("US", "CA", "GB", "IE", "DE", "FR", "NL", "SE", "DK", "NO", "FI", "ES", "IT", "AU", "NZ")
 OTHER_COUNTRIES = ("BR", "IN", "MX", "PL", "ZA", "SG", "JP", "AR")
@@ -80,6 +86,37 @@ ASSETS: dict[str, tuple[str, str]] = {
 WEBINARS = {"demo": "wb-live-demo", "product": "wb-product-tour", "educational": "wb-streaming-101"}
 CAMPAIGNS = ("cmp-monthly-newsletter", "cmp-product-update", "cmp-webinar-invite", "cmp-case-study-digest")
 
+# Hidden fit and intent by persona: the (alpha, beta) of a Beta distribution for each.
+HIDDEN: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "champion": ((8, 2), (6, 2.5)),
+    "evaluator": ((3, 4), (2, 4)),
+    "researcher": ((3, 4), (1.5, 6)),
+    "student": ((1, 9), (2, 5)),
+    "job_seeker": ((1, 12), (1, 12)),
+    "lurker": ((2, 5), (1.5, 5)),
+}
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """``P = 1 / (1 + exp(-(bias + fit_weight * fit + intent_weight * intent)))``."""
+
+    bias: float
+    fit_weight: float
+    intent_weight: float
+
+    def probability(self, fit: float, intent: float) -> float:
+        """The probability for a lead of this fit and intent."""
+        return 1 / (1 + math.exp(-(self.bias + self.fit_weight * fit + self.intent_weight * intent)))
+
+
+# What sales would make of a lead handed over: accept it, then qualify it (SQL), then win it.
+OUTCOME_MODEL: dict[str, Logistic] = {
+    "accepted": Logistic(-3.0, 4.0, 3.0),
+    "sql": Logistic(-7.6, 4.0, 6.0),  # given accepted
+    "won": Logistic(-3.0, 2.0, 3.0),  # given sql
+}
+
 
 @dataclass(frozen=True)
 class TimedEvent:
@@ -97,20 +134,36 @@ class TimedEvent:
 
 @dataclass(frozen=True)
 class Journey:
-    """One lead's events, sorted by ``occurred_at``."""
+    """One lead's events, sorted by ``occurred_at``; its hidden fit and intent; and the sales
+    outcomes it would get once handed over (empty for a lead without a profile)."""
 
     lead_id: str
     persona: str
     events: list[TimedEvent]
+    fit: float = 0.0
+    intent: float = 0.0
+    outcomes: list[TimedEvent] = field(default_factory=list)
+
+    @property
+    def converted(self) -> bool:
+        """Whether sales would qualify this lead (an ``sql`` outcome)."""
+        return any(e.payload["outcome"] == "sql" for e in self.outcomes)
+
+    @property
+    def won(self) -> bool:
+        """Whether this lead would become a customer."""
+        return any(e.payload["outcome"] == "won" for e in self.outcomes)
 
 
 class _Builder:
     """Collects a journey's events on a moving simulated clock."""
 
-    def __init__(self, rng: random.Random, lead_id: str, start_ms: int) -> None:
+    def __init__(self, rng: random.Random, lead_id: str, start_ms: int, fit: float = 0.5, intent: float = 0.5) -> None:
         self.rng = rng
         self.lead_id = lead_id
         self.t = start_ms
+        self.fit = fit
+        self.intent = intent
         self.raw: list[tuple[int, EventKind, dict[str, Any]]] = []
 
     def wait(self, low_ms: int, high_ms: int) -> None:
@@ -224,8 +277,8 @@ def _champion_profile(b: _Builder) -> None:
     b.profile(
         job_title=title,
         seniority=seniority,
-        company_size=rng.randint(200, 4999),
-        industry=rng.choice(("software", "fintech")),
+        company_size=rng.randint(200, 4999) if rng.random() < 0.4 + 0.6 * b.fit else rng.randint(20, 199),
+        industry=rng.choice(("software", "fintech")) if rng.random() < 0.4 + 0.6 * b.fit else "manufacturing",
         country=rng.choice(SERVED_COUNTRIES),
         email=_email_address(rng, _company_domain(rng)),
     )
@@ -237,7 +290,7 @@ def _champion(b: _Builder) -> None:
     b.session([_blog(rng) for _ in range(rng.randint(1, 2))], first=True)
     b.wait_days(0.5, 3)
     b.session([_product(rng) for _ in range(rng.randint(2, 3))])
-    if rng.random() < 0.15:  # stalls: read about the product, never came back
+    if rng.random() < 0.4 * (1 - b.intent):  # stalls: read about the product, never came back
         return
     b.wait_days(1, 3)
     _champion_profile(b)
@@ -247,17 +300,20 @@ def _champion(b: _Builder) -> None:
     if rng.random() < 0.6:
         b.wait(HOUR_MS, 2 * DAY_MS)
         b.email("click", "cmp-product-update", "/product")
-    b.wait_days(1, 4)
-    b.session(["/pricing", f"/docs/{rng.choice(DOCS)}", f"/docs/{rng.choice(DOCS)}"])
-    b.download("api_docs")
+    if rng.random() < 0.3 + 0.7 * b.intent:
+        b.wait_days(1, 4)
+        b.session(["/pricing", f"/docs/{rng.choice(DOCS)}", f"/docs/{rng.choice(DOCS)}"])
+    if rng.random() < 0.2 + 0.8 * b.intent:
+        b.download("api_docs")
     webinar_type = rng.choice(("demo", "product"))
     b.webinar(webinar_type, "registered")
-    for _ in range(rng.randint(0, 2)):
+    for _ in range(round(rng.random() * 3 * b.intent)):
         b.wait(6 * HOUR_MS, 2 * DAY_MS)
         b.session(["/pricing", _product(rng)])
     b.wait_days(1, 5)
-    b.webinar(webinar_type, "attended")
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 + 0.7 * b.intent:
+        b.webinar(webinar_type, "attended")
+    if rng.random() < 0.5 * b.intent:
         b.wait(HOUR_MS, DAY_MS)
         b.session(["/demo"])
 
@@ -273,12 +329,12 @@ def _evaluator(b: _Builder) -> None:
         job_title=title,
         seniority=seniority,
         company_size=rng.randint(50, 500),
-        industry=rng.choice(TARGET_INDUSTRIES if rng.random() < 0.6 else OTHER_INDUSTRIES),
-        country=rng.choice(SERVED_COUNTRIES if rng.random() < 0.8 else OTHER_COUNTRIES),
+        industry=rng.choice(TARGET_INDUSTRIES if rng.random() < 0.3 + 0.6 * b.fit else OTHER_INDUSTRIES),
+        country=rng.choice(SERVED_COUNTRIES if rng.random() < 0.6 + 0.4 * b.fit else OTHER_COUNTRIES),
         email=_email_address(rng, _company_domain(rng)),
     )
     b.download(rng.choice(("datasheet", "case_study", "ebook")))
-    for _ in range(rng.randint(1, 2)):
+    for _ in range(1 + (rng.random() < b.intent)):
         b.wait_days(1, 6)
         b.session(["/pricing", _product(rng), f"/case-studies/{rng.choice(CASE_STUDIES)}"])
     for _ in range(rng.randint(1, 3)):
@@ -287,16 +343,16 @@ def _evaluator(b: _Builder) -> None:
         if rng.random() < 0.6:
             b.wait(MINUTE_MS, HOUR_MS)
             b.email("click", url=f"/case-studies/{rng.choice(CASE_STUDIES)}")
-    if rng.random() < 0.5:
+    if rng.random() < 0.2 + 0.6 * b.intent:
         b.wait_days(0.5, 4)
         b.download("whitepaper")
-    if rng.random() < 0.3:
+    if rng.random() < 0.6 * b.intent:
         b.wait_days(1, 5)
         b.webinar("educational", "registered")
         if rng.random() < 0.7:
             b.wait_days(2, 7)
             b.webinar("educational", "attended")
-    if rng.random() < 0.3:
+    if rng.random() < 0.6 * b.intent:
         b.wait_days(0.5, 3)
         b.session([f"/docs/{rng.choice(DOCS)}", _product(rng)])
 
@@ -329,6 +385,9 @@ def _researcher(b: _Builder) -> None:
     if rng.random() < 0.3:
         b.wait_days(1, 7)
         b.download("ebook")
+    if rng.random() < 0.8 * b.intent:  # curious about the product, no project yet
+        b.wait_days(1, 7)
+        b.session(["/pricing", _product(rng), _product(rng)])
 
 
 def _student(b: _Builder) -> None:
@@ -392,12 +451,42 @@ PERSONAS: dict[str, Callable[[_Builder], None]] = {
 
 
 def journey(rng: random.Random, lead_id: str, start_ms: int) -> Journey:
-    """A journey of one lead starting at ``start_ms``, its persona drawn by weight from ``rng``."""
+    """A journey of one lead starting at ``start_ms``, its persona drawn by weight from ``rng``,
+    its hidden fit and intent from the persona, and its sales outcomes from those."""
     names = list(PERSONA_WEIGHTS)
     persona = rng.choices(names, weights=[PERSONA_WEIGHTS[n] for n in names])[0]
-    builder = _Builder(rng, lead_id, start_ms)
+    (fit_a, fit_b), (intent_a, intent_b) = HIDDEN[persona]
+    fit, intent = rng.betavariate(fit_a, fit_b), rng.betavariate(intent_a, intent_b)
+    builder = _Builder(rng, lead_id, start_ms, fit, intent)
     PERSONAS[persona](builder)
-    return Journey(lead_id, persona, builder.events())
+    events = builder.events()
+    contactable = any(e.kind is EventKind.LEAD_PROFILE for e in events)
+    outcomes = sales_outcomes(rng, lead_id, fit, intent, events[-1].occurred_at) if contactable else []
+    return Journey(lead_id, persona, events, fit, intent, outcomes)
+
+
+def sales_outcomes(rng: random.Random, lead_id: str, fit: float, intent: float, after_ms: int) -> list[TimedEvent]:
+    """What sales would say about a lead handed over by ``after_ms``: rejected; or accepted then
+    rejected after discovery; or accepted, sql, then won or lost. Drawn from :data:`OUTCOME_MODEL`."""
+    outcomes: list[TimedEvent] = []
+    t = after_ms
+
+    def say(outcome: str, low_days: float, high_days: float, **extra: Any) -> None:
+        nonlocal t
+        t += rng.randint(int(low_days * DAY_MS), int(high_days * DAY_MS))
+        payload = {"event_id": f"{lead_id}-o{len(outcomes)}", "lead_id": lead_id, "occurred_at": t, "outcome": outcome}
+        outcomes.append(TimedEvent(EventKind.SALES_FEEDBACK, lead_id, {**payload, **extra}))
+
+    if rng.random() >= OUTCOME_MODEL["accepted"].probability(fit, intent):
+        say("rejected", 0.5, 3, reason="not a fit")
+        return outcomes
+    say("accepted", 0.5, 3)
+    if rng.random() >= OUTCOME_MODEL["sql"].probability(fit, intent):
+        say("rejected", 2, 10, reason="no project after discovery")
+        return outcomes
+    say("sql", 3, 14)
+    say("won" if rng.random() < OUTCOME_MODEL["won"].probability(fit, intent) else "lost", 20, 90)
+    return outcomes
 
 
 def lead_id_for(number: int, salt: int = 0) -> str:

@@ -1,10 +1,13 @@
-"""Web views on the worker's port: metrics, probes, and a lead's score."""
+"""Web views on the worker's port: metrics, probes, a lead's score, and the funnel."""
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import generate_latest
 
-from scoring.state import decode_state
+from scoring.funnel import funnel
+from scoring.sources import normalise_source
+from scoring.state import LeadState, decode_state
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -13,9 +16,29 @@ if TYPE_CHECKING:
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
+def local_states(service: "Service") -> Iterator[LeadState]:
+    """The states of the leads whose partitions this worker owns (the table may still hold others
+    after a rebalance)."""
+    inbound = set(service.settings.topics.inbound())
+    actives = {tp.partition for tp in service.app.assignor.assigned_actives() if tp.topic in inbound}
+    for _key, raw in service.leads.items():
+        state = decode_state(raw)
+        if state.partition in actives:
+            yield state
+
+
 def register_views(service: "Service") -> None:
-    """Register ``/metrics``, ``/livez``, ``/readyz`` and ``/leads/{lead_id}``."""
+    """Register ``/metrics``, ``/livez``, ``/readyz``, ``/leads/{lead_id}`` and ``/funnel``."""
     app = service.app
+
+    @app.page("/funnel")  # type: ignore[untyped-decorator]
+    async def funnel_view(web: Any, request: Any) -> Any:
+        if not service.recovered:
+            return web.json({"error": "the lead table is not recovered yet"}, status=503)
+        body = funnel(local_states(service)).to_payload()
+        body["as_of_ms"] = service.clock.now_ms()
+        body["scope"] = "the leads of this worker's partitions"
+        return web.json(body)
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
@@ -49,6 +72,14 @@ def register_views(service: "Service") -> None:
                 "engagement_score": score.engagement,
                 "breakdown": [row.to_payload() for row in score.breakdown],
                 "crossings": state.crossings,
+                "stage_times_ms": {
+                    "mql": state.mql_at,
+                    "sal": state.sal_at,
+                    "sql": state.sql_at,
+                    "won": state.won_at,
+                },
+                "mql_rules_version": state.mql_rules_version,
+                "first_touch_source": normalise_source(state.source),
                 "last_activity_ms": state.last_event_at,
                 "due_for_nurture_ms": state.due_at,
                 "as_of_ms": now_ms,

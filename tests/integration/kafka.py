@@ -12,6 +12,36 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+Message = tuple[str, bytes | None, bytes | None]
+TOPICS = {
+    "web_visit": "web-visits",
+    "email_event": "email-events",
+    "content_download": "content-downloads",
+    "webinar_event": "webinar-events",
+    "lead_profile": "lead-profiles",
+    "sales_feedback": "sales-feedback",
+}
+
+
+def journey(names: str, lead: str, start_ms: int) -> list[Message]:
+    """A lead that qualifies, as (topic, key, value) messages: fit 32, pricing three times and a
+    demo webinar attended (score 85). Every one of its events is needed to reach 75."""
+    events = [
+        ("lead_profile", {"seniority": "director", "company_size": 800, "industry": "software", "country": "DE"}),
+        ("web_visit", {"url": "https://www.example.com/pricing", "utm_source": "linkedin"}),
+        ("web_visit", {"url": "/pricing"}),
+        ("web_visit", {"url": "/pricing/enterprise"}),
+        ("webinar_event", {"webinar_id": "w1", "status": "attended", "webinar_type": "demo"}),
+    ]
+    return [
+        (
+            names + TOPICS[kind],
+            lead.encode(),
+            orjson.dumps({"event_id": f"{lead}-{i}", "lead_id": lead, "occurred_at": start_ms + i * 10, **fields}),
+        )
+        for i, (kind, fields) in enumerate(events)
+    ]
+
 
 def docker_answers() -> bool:
     """Whether a Docker engine answers here (the client alone is not enough)."""

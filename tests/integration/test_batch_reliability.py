@@ -160,9 +160,12 @@ def test_kill_minus_nine_mid_stream_then_restart(
     run(produce(bootstrap, data))
     worker = worker_factory(0)
     deadline = time.monotonic() + 120
-    while worker.metric("leadscore_events_consumed_total") < len(data) * 0.3 and time.monotonic() < deadline:
+    while (consumed := worker.metric("leadscore_events_consumed_total")) < len(
+        data
+    ) * 0.3 and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.stop(signal.SIGKILL)
+    assert consumed < len(data), "the worker finished before it could be killed mid-stream"
     worker_factory(0)  # the same data directory: RocksDB plus the changelog after its persisted offset
     check_against_replay(bootstrap, names, app_id, scorer)
     check_crossing_ids(bootstrap, names)

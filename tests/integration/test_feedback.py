@@ -14,37 +14,8 @@ import orjson
 from streams.clock import Clock
 from streams.history import event_line
 from streams.synthetic import TimedEvent, history
-from tests.integration.kafka import Received, produce, read_until, run
+from tests.integration.kafka import TOPICS, Message, Received, journey, produce, read_until, run
 from tests.integration.worker import ROOT, WorkerProcess
-
-Message = tuple[str, bytes | None, bytes | None]
-TOPICS = {
-    "web_visit": "web-visits",
-    "email_event": "email-events",
-    "content_download": "content-downloads",
-    "webinar_event": "webinar-events",
-    "lead_profile": "lead-profiles",
-    "sales_feedback": "sales-feedback",
-}
-
-
-def journey(names: str, lead: str, start_ms: int) -> list[Message]:
-    """A lead that qualifies: fit 32, pricing three times, a demo webinar attended (score 85)."""
-    events = [
-        ("lead_profile", {"seniority": "director", "company_size": 800, "industry": "software", "country": "DE"}),
-        ("web_visit", {"url": "https://www.example.com/pricing", "utm_source": "linkedin"}),
-        ("web_visit", {"url": "/pricing"}),
-        ("web_visit", {"url": "/pricing/enterprise"}),
-        ("webinar_event", {"webinar_id": "w1", "status": "attended", "webinar_type": "demo"}),
-    ]
-    return [
-        (
-            names + TOPICS[kind],
-            lead.encode(),
-            orjson.dumps({"event_id": f"{lead}-{i}", "lead_id": lead, "occurred_at": start_ms + i * 10, **fields}),
-        )
-        for i, (kind, fields) in enumerate(events)
-    ]
 
 
 def feedback(names: str, lead: str, event_id: str, at: int, outcome: str) -> Message:

@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.kafka import produce, run
-from tests.integration.test_scoring_service import journey
+from tests.integration.kafka import journey, produce, run
 from tests.integration.worker import WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration

@@ -10,35 +10,8 @@ import orjson
 import pytest
 
 from streams.clock import Clock
-from tests.integration.kafka import Received, produce, read_until, run
+from tests.integration.kafka import Received, journey, produce, read_until, run
 from tests.integration.worker import WorkerProcess
-
-TOPICS = {
-    "web_visit": "web-visits",
-    "email_event": "email-events",
-    "content_download": "content-downloads",
-    "webinar_event": "webinar-events",
-    "lead_profile": "lead-profiles",
-}
-
-
-def journey(names: str, lead: str, start_ms: int, tag: str = "") -> list[tuple[str, bytes | None, bytes | None]]:
-    """A lead that qualifies: fit 32, pricing three times, a demo webinar attended (score 85)."""
-    events = [
-        ("lead_profile", {"seniority": "director", "company_size": 800, "industry": "software", "country": "DE"}),
-        ("web_visit", {"url": "https://www.example.com/pricing"}),
-        ("web_visit", {"url": "/pricing"}),
-        ("web_visit", {"url": "/pricing/enterprise"}),
-        ("webinar_event", {"webinar_id": "w1", "status": "attended", "webinar_type": "demo"}),
-    ]
-    return [
-        (
-            names + TOPICS[kind],
-            lead.encode(),
-            orjson.dumps({"event_id": f"{lead}{tag}-{i}", "lead_id": lead, "occurred_at": start_ms + i * 10, **fields}),
-        )
-        for i, (kind, fields) in enumerate(events)
-    ]
 
 
 def of(records: list[Received], topic: str) -> list[Received]:

@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Service:
         consumer_auto_offset_reset="earliest",
         web_host=settings.web_host,
         web_port=settings.web_port,
+        canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         table_standby_replicas=0,
     )

@@ -26,6 +26,7 @@ What it replaces, and why:
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ class BatchConsumer(AIOKafkaConsumer):
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     _in_batch: asyncio.Lock | None = None
+    last_loop_at: float | None = None
 
     def _batch_lock(self) -> asyncio.Lock:
         """Held while a batch is scored, written and acked."""
@@ -63,6 +65,7 @@ class BatchConsumer(AIOKafkaConsumer):
         fetcher_should_stop = fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                self.last_loop_at = time.monotonic()
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
                 if not records or self.should_stop:
@@ -228,6 +231,12 @@ async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, 
         store._db_for_partition(partition).write(batch)
     else:
         store.data.update(items)
+
+
+def drain_loop_age(app: Any) -> float | None:
+    """Seconds since the batch consumer last went round its fetch loop (None if not started)."""
+    last = getattr(app.consumer, "last_loop_at", None)
+    return None if last is None else time.monotonic() - float(last)
 
 
 def committed_offset(app: Any, tp: Any) -> int | None:

@@ -60,6 +60,9 @@ class Settings:
     data_dir: Path = Path("var/leadscore")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # How other workers reach this one's web server (lead queries are routed to the owner);
+    # defaults to http://WEB_HOST:WEB_PORT, which is wrong when WEB_HOST is 0.0.0.0.
+    canonical_url: str = ""
     rules_file: Path = DEFAULT_RULES_FILE
     tick_interval_s: float = 1.0
     clock_speed: float = 1.0
@@ -135,6 +138,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         data_dir=Path(text("DATA_DIR", str(defaults.data_dir))),
         web_host=text("WEB_HOST", defaults.web_host),
         web_port=int(_number(env, "WEB_PORT", defaults.web_port, 1)),
+        canonical_url=text("CANONICAL_URL", defaults.canonical_url),
         rules_file=Path(text("RULES_FILE", str(defaults.rules_file))),
         tick_interval_s=_number(env, "TICK_INTERVAL", defaults.tick_interval_s, 0.01),
         clock_speed=clock_speed,

@@ -8,9 +8,12 @@ from prometheus_client import generate_latest
 from scoring.funnel import funnel
 from scoring.sources import normalise_source
 from scoring.state import LeadState, decode_state
+from streams.faust_internals import drain_loop_age
 
 if TYPE_CHECKING:
     from streams.app import Service
+
+LIVENESS_STALL_S = 120.0  # longer than any batch or rebalance should take
 
 # Prometheus' text format 0.0.4; aiohttp adds the charset itself.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -46,6 +49,11 @@ def register_views(service: "Service") -> None:
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
     async def livez(web: Any, request: Any) -> Any:
+        # Answering proves the event loop runs; the fetch loop must also go round (it does at
+        # least every second when idle), or the worker is stuck and should be restarted.
+        age = drain_loop_age(app) if service.settings.consumption == "batch" else None
+        if age is not None and age > LIVENESS_STALL_S:
+            return web.json({"status": "stalled", "fetch_loop_idle_seconds": round(age, 1)}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")  # type: ignore[untyped-decorator]

@@ -43,7 +43,7 @@ def worker_factory(bootstrap: str, names: str, tmp_path: Path) -> Iterator[Calla
     """Start workers of one app (same topics, same consumer group); stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def start(index: int = 0, **env: str) -> WorkerProcess:
+    def start(index: int = 0, wait_ready: bool = True, **env: str) -> WorkerProcess:
         base = {
             "LEADSCORE_BOOTSTRAP": bootstrap,
             "LEADSCORE_TOPIC_PREFIX": names,
@@ -54,7 +54,7 @@ def worker_factory(bootstrap: str, names: str, tmp_path: Path) -> Iterator[Calla
         }
         worker = WorkerProcess(env={**base, **env}, log_path=tmp_path / f"worker-{index}.log")
         started.append(worker)
-        return worker.start()
+        return worker.start(wait_ready=wait_ready)
 
     yield start
     for worker in started:

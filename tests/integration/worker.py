@@ -36,12 +36,14 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self, ready_timeout_s: float = 90.0) -> "WorkerProcess":
+    def start(self, ready_timeout_s: float = 90.0, wait_ready: bool = True) -> "WorkerProcess":
         env = {**os.environ, **self.env, "LEADSCORE_WEB_PORT": str(self.web_port)}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
+        if not wait_ready:
+            return self
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

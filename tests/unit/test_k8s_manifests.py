@@ -374,15 +374,15 @@ def test_services_select_the_pods_and_target_the_named_port() -> None:
 
 def test_canonical_url_names_the_pod_through_the_headless_service() -> None:
     env = {e["name"]: e for e in worker_container()["env"]}
-    url = env["NODE_CANONICAL_URL"]["value"]
+    url = env["LEADSCORE_CANONICAL_URL"]["value"]
     service = statefulset()["spec"]["serviceName"]
     assert url == f"http://$(POD_NAME).{service}.$(POD_NAMESPACE).svc:6066"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     # $(VAR) expands only variables defined earlier in the list.
     names = list(env)
-    assert names.index("POD_NAME") < names.index("NODE_CANONICAL_URL")
-    assert names.index("POD_NAMESPACE") < names.index("NODE_CANONICAL_URL")
+    assert names.index("POD_NAME") < names.index("LEADSCORE_CANONICAL_URL")
+    assert names.index("POD_NAMESPACE") < names.index("LEADSCORE_CANONICAL_URL")
 
 
 def test_pods_are_annotated_for_prometheus() -> None:

@@ -79,6 +79,10 @@ class Metrics:
         self.changelog_records = Counter(
             "leadscore_changelog_records", "Lead-table changelog records sent (one per lead per batch).", registry=r
         )
+        # Series that alerts compute rates of exist from the start, so the first error is seen.
+        for stage in ("score", "batch", "decay"):
+            self.processing_errors.labels(stage)
+        self.dead_letters.labels("scoring_error")
         self.recoveries = Counter(
             "leadscore_table_recoveries", "Completed table recoveries (after each rebalance).", registry=r
         )

@@ -25,6 +25,7 @@ async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> No
         async with service.partition_lock(tp.partition):
             await _score(service, tp, records)
     except Exception as exc:
+        service.caches.pop(tp.partition, None)  # states may be half-applied: read them again
         service.metrics.processing_errors.labels("batch").inc()
         log.exception(
             "batch scoring failed; records dead-lettered", extra={"topic": tp.topic, "partition": tp.partition}

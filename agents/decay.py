@@ -62,6 +62,7 @@ def register_decay(service: "Service") -> None:
                 async with service.partition_lock(message.partition):
                     await expire_due(service, message.partition, now_ms)
             except Exception as exc:
+                service.caches.pop(message.partition, None)
                 service.metrics.processing_errors.labels("decay").inc()
                 log.exception("decay tick failed; tick dead-lettered", extra={"partition": message.partition})
                 await dead_letter(service, message, "scoring_error", type(exc).__name__)

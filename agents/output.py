@@ -62,9 +62,12 @@ def record_states(
 ) -> list[tuple[bytes, bytes]]:
     """Encode a result's changed states for the table, and update the due index and stage counts."""
     items = []
+    cache = service.state_cache(partition)
     for lead_id, state in result.states.items():
         state.partition = partition
-        items.append((lead_id.encode(), encode_state(state)))
+        key = lead_id.encode()
+        items.append((key, encode_state(state)))
+        cache[key] = state
         service.count_stage(previous_stages.get(lead_id), state.stage.value)
         service.due.schedule(partition, lead_id, state.due_at if state.stage is Stage.MQL else None)
     service.metrics.due_leads.set(len(service.due))
@@ -93,5 +96,11 @@ async def dead_letter(service: "Service", message: Any, reason: str, detail: str
 
 
 def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, LeadState]:
-    """Read the states of the given leads from their partition's store (absent leads are left out)."""
-    return decode_states(read_states(service.leads, partition, lead_keys))
+    """The states of the given leads (absent leads are left out): decoded objects from the
+    partition's cache, else read from its store and decoded."""
+    cache = service.state_cache(partition)
+    states = {state.lead_id: state for key in lead_keys if (state := cache.get(key)) is not None}
+    missing = [key for key in lead_keys if key not in cache]
+    if missing:
+        states.update(decode_states(read_states(service.leads, partition, missing)))
+    return states

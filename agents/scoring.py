@@ -42,6 +42,7 @@ def register_scoring(service: "Service") -> None:
                     await score_record(service, message)
             except Exception as exc:
                 # Faust would ack the record and lose it: dead-letter it and go on.
+                service.caches.pop(message.partition, None)
                 service.metrics.processing_errors.labels("score").inc()
                 log.exception(
                     "scoring failed; record dead-lettered",

@@ -83,11 +83,14 @@ class Scorer:
 
     def _engagement_total(self, state: LeadState, at_ms: int) -> float:
         by_id = self.rules.by_id
+        if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
+            return sum(value for rule_id, value in state.values.items() if rule_id in by_id)
         total = 0.0
+        elapsed = at_ms - state.ref_ms
         for rule_id, value in state.values.items():
             rule = by_id.get(rule_id)
             if rule is not None:
-                total += value * decay_factor(at_ms - state.ref_ms, rule.half_life_ms)
+                total += value * decay_factor(elapsed, rule.half_life_ms)
         return total
 
     def _fit_total(self, state: LeadState) -> float:
@@ -159,6 +162,10 @@ class Scorer:
             if wait is None:
                 return None
             candidate = after_ms + math.ceil(wait)
+        elif all(v >= 0 for v in state.values.values()):
+            # Several half-lives: a sum of decaying exponentials, convex and decreasing, so
+            # Newton's method from the left converges to the crossing from below in a few steps.
+            candidate = self._newton_crossing(state, after_ms, limit)
         else:
             longest = max(r.half_life_ms for r in rules.engagement_rules)
             low, high = after_ms, after_ms + 64 * longest
@@ -174,6 +181,23 @@ class Scorer:
         while round(self._total(state, candidate), 2) >= rules.nurture_threshold:
             candidate += 1  # the closed form lands on the boundary; step past float rounding
         return candidate
+
+    def _newton_crossing(self, state: LeadState, after_ms: int, limit: float) -> int:
+        """The first millisecond at which the engagement falls below ``limit`` (all values >= 0)."""
+        by_id = self.rules.by_id
+        terms = [(value, by_id[rule_id].half_life_ms) for rule_id, value in state.values.items() if rule_id in by_id]
+        t = float(after_ms)
+        for _ in range(60):
+            elapsed = t - state.ref_ms
+            level = sum(v * decay_factor(elapsed, h) for v, h in terms)
+            if level < limit:
+                break
+            slope = -sum(v * decay_factor(elapsed, h) * math.log(2) / h for v, h in terms)
+            step = (level - limit) / -slope if slope < 0 else 0.0
+            if step < 0.5:
+                break
+            t += step
+        return math.ceil(t)
 
     def settle(self, state: LeadState, now_ms: int) -> NurtureEvent | None:
         """Return a qualified lead to nurture if its decayed score fell below the nurture

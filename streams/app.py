@@ -10,13 +10,14 @@ import faust
 from scoring.due_index import DueIndex
 from scoring.engine import Scorer
 from scoring.rules import parse_rules
-from scoring.state import Stage
+from scoring.state import LeadState, Stage
 from streams.clock import Clock
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics, declare_topics
 
 VERSION = "0.1.0"
+STATE_CACHE_PER_PARTITION = 50_000
 
 
 @dataclass
@@ -37,6 +38,16 @@ class Service:
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    # Decoded states of recently touched leads, per partition: saves a store read and a decode
+    # per lead per batch. Cleared on every assignment and after any failed batch.
+    caches: dict[int, dict[bytes, LeadState]] = field(default_factory=dict)
+
+    def state_cache(self, partition: int) -> dict[bytes, LeadState]:
+        """The partition's cache of decoded states (emptied when it grows past its bound)."""
+        cache = self.caches.setdefault(partition, {})
+        if len(cache) >= STATE_CACHE_PER_PARTITION:
+            cache.clear()
+        return cache
 
     def partition_lock(self, partition: int) -> asyncio.Lock:
         """Held from reading a partition's states to writing them: the scoring path and the decay

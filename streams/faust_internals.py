@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 
 BatchHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
 
@@ -211,15 +212,39 @@ async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, 
 
     Waiting matters: Faust's own ``send_soon`` queues changelog records in a buffer that its
     commit does not fully drain (``ProducerBuffer.flush_atmost`` gives up after 0.1 s), so input
-    offsets could be committed before the state they produced is durable. The send callback
-    records the store's persisted changelog offset, as Faust's own writes do.
+    offsets could be committed before the state they produced is durable.
     """
     if not items:
         return
-    topic = table.changelog_topic
-    callback = table._on_changelog_sent
-    pending = [await topic.send(key=k, value=v, partition=partition, callback=callback) for k, v in items]
-    await asyncio.gather(*pending)
+    await send_changelog(table, partition, items)
+    write_store(table, partition, items)
+
+
+async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """Send the records with aiokafka's batch API (one produce batch instead of one Faust send per
+    record), wait for the broker, and record the store's persisted changelog offset, as Faust's
+    own ``Table._on_changelog_sent`` does, so a restart restores only what came after it."""
+    producer = table.app.producer._ensure_producer()
+    topic = table.changelog_topic.get_topic_name()
+    sent: list[tuple[Any, int]] = []
+    batch, count = producer.create_batch(), 0
+    for key, value in items:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            batch, count = producer.create_batch(), 0
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a lead state of {len(value)} bytes does not fit in a produce batch")
+        count += 1
+    sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    last_offset = -1
+    for future, records in sent:
+        metadata = await future
+        last_offset = metadata.offset + records - 1
+    table.data.set_persisted_offset(TP(topic, partition), last_offset)
+
+
+def write_store(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write values to the store of one partition: one RocksDB ``WriteBatch``, or the memory dict."""
     store = _store(table)
     if hasattr(store, "_db_for_partition"):
         import rocksdict

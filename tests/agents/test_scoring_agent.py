@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from scoring.state import decode_state
+from streams import faust_internals
 from streams.app import Service, create_app
 from streams.settings import Settings
 
@@ -22,13 +23,14 @@ def resolved(*_args: Any, **_kwargs: Any) -> "asyncio.Future[None]":
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Service:
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     # Settings are fixed before the app exists: the factory builds a fresh app per test.
     settings = Settings(store="memory://", data_dir=tmp_path, app_id=f"agents-{uuid.uuid4().hex[:8]}")
     service = create_app(settings)
     for topic in (service.topics.mql_handoff, service.topics.lead_nurture, service.topics.dead_letters):
         topic.send = AsyncMock(side_effect=resolved)
-    service.leads.changelog_topic.send = AsyncMock(side_effect=resolved)  # no producer in the test context
+    # No producer in the test context: the changelog send is recorded instead.
+    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock())
     return service
 
 
@@ -59,7 +61,10 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
         await put(context, topics.webinar_events, b"L1", event("w", webinar_id="w", status="attended"))
         await put(context, topics.content_downloads, b"L1", event("d", asset_id="a", asset_type="api_docs"))
     state = decode_state(service.leads.data.data[b"L1"])
-    assert service.leads.changelog_topic.send.call_count == 6  # one changelog record per scored event
+    sent = faust_internals.send_changelog
+    assert isinstance(sent, AsyncMock)
+    assert sent.call_count == 6  # one changelog send per scored event (a batch of one)
+    assert all(call.args[1] == 0 for call in sent.call_args_list)  # on the event's partition
     assert state.stage.value == "mql"
     assert state.crossings == 1
     send = service.topics.mql_handoff.send

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from scoring.errors import RulesError
+from streams.bench import bench_command
 from streams.local_kafka import kafka_cli
 from streams.settings import SettingsError, settings_from_env
 
@@ -22,12 +23,19 @@ def main() -> None:
 
 
 main.add_command(kafka_cli, name="kafka")
+main.add_command(bench_command, name="bench")
 
 
 @main.command()
 def worker() -> None:
     """Run a scoring worker (configured by LEADSCORE_* environment variables)."""
+    import importlib.util
+
     import faust
+    import mode.loop
+
+    if importlib.util.find_spec("uvloop") is not None:
+        mode.loop.use("uvloop")  # Faust's `-L uvloop`: about 20% more events/s (shared perf notes)
 
     from streams.app import create_app
     from streams.topics import TopicLayoutError, ensure_topics

@@ -1,0 +1,40 @@
+"""Broker-side helpers of the benchmark: create a topic, sum a topic's end offsets, delete a run's topics."""
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+
+async def create_topic(bootstrap: list[str], name: str, partitions: int) -> None:
+    """Create a topic unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        if name not in set(await admin.list_topics()):
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def end_offsets_sum(bootstrap: list[str], topic: str, partitions: int) -> int:
+    """The sum of the end offsets of a topic's ``partitions`` partitions (its message count if nothing
+    was deleted)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def delete_topics(bootstrap: list[str], prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; return their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()

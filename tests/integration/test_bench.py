@@ -1,0 +1,64 @@
+"""``leadscore bench`` at a small size against the real broker: every section, positive numbers.
+
+No timing thresholds: speed targets live only in the benchmark's own report. About two and a half
+minutes, one of them the consumer group's 60 s session timeout after the SIGKILL of the recovery part.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.integration.worker import ROOT
+
+pytestmark = pytest.mark.integration
+
+SIZES = ["--leads", "2000", "--events", "20000", "--recovery-leads", "20000", "--latency-seconds", "3"]
+
+
+def _positive(section: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        assert section[key] > 0, (key, section)
+
+
+@pytest.mark.timeout(900)
+def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, tmp_path: Path) -> None:
+    env = {**os.environ, "LEADSCORE_BOOTSTRAP": bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "bench", *SIZES, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    report = orjson.loads((tmp_path / "latest.json").read_bytes())
+    assert report["errors"] == {}
+    assert report["machine"]["cores"] >= 1
+    assert report["machine"]["kafka"]
+    assert report["input"]["events"] == 20000
+    _positive(report["baseline"], "events_per_s", "seconds", "peak_rss_bytes")
+    _positive(report["leadscore"], "events_per_s", "cpu_us_per_event", "peak_rss_bytes", "changelog_messages")
+    assert report["leadscore"]["ratio_to_baseline"] > 0
+    assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
+    for level in report["latency"]["levels"]:
+        _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms")
+    assert [run["workers"] for run in report["scaling"]["runs"]] == [1, 2, 4]
+    for run in report["scaling"]["runs"]:
+        _positive(run, "events_per_s", "cpu_us_per_event", "peak_rss_bytes")
+        assert sum(run["per_worker_events"]) >= 20000
+    recovery = report["recovery"]
+    assert recovery["changelog_messages"] >= 20000
+    _positive(recovery["same_data_dir"], "ready_s")
+    _positive(recovery["fresh_data_dir"], "ready_s", "assigned_s", "changelog_restore_s")
+    _positive(report["decay"]["due_index"], "due", "tick_s")
+    _positive(report["decay"]["full_scan"], "due", "tick_s")
+    assert {t["name"] for t in report["targets"]} >= {"events/s vs baseline", "worker CPU per event"}
+    assert (tmp_path / "latest.md").read_text().count("|") > 20
+    assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / f"bench-{report['started_at']}.json").exists()

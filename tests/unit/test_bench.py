@@ -1,0 +1,245 @@
+"""The benchmark's pure parts: input, measurements, percentiles, profile sums and the report
+(the PNG chart is checked by the integration test: importing matplotlib costs half a second)."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from scoring.engine import Scorer
+from scoring.events import EventKind
+from streams.bench import PARTS, BenchOptions, Run, parse_skip, settings_of, source_digests_in
+from streams.bench_decay import decay_bench
+from streams.bench_input import JourneyStream, catch_up_input, latency_templates, partition_for, profile_records
+from streams.bench_latency import bucket_quantile, percentile, record_buckets
+from streams.bench_proc import (
+    Sample,
+    clean_env,
+    cpu_seconds,
+    log_marks,
+    peak_rss_bytes,
+    source_digest,
+    throughput,
+)
+from streams.bench_profile import summarize
+from streams.bench_report import markdown, targets
+from streams.settings import TopicNames
+
+NOW = 1_800_000_000_000
+
+
+def test_skip_names_known_parts_only() -> None:
+    assert parse_skip(" recovery, decay ,") == {"recovery", "decay"}
+    assert parse_skip("") == frozenset()
+    with pytest.raises(ValueError, match="unknown part"):
+        parse_skip("baseline,warp")
+    assert not BenchOptions(skip=frozenset({"leadscore"})).runs("latency")
+    assert all(BenchOptions().runs(part) for part in PARTS)
+
+
+def test_partitioner_is_kafkas_default() -> None:
+    for i in range(200):
+        key = f"lead-{i:06x}".encode()
+        assert partition_for(key, 8) == DefaultPartitioner()(key, list(range(8)), list(range(8)))
+
+
+def test_catch_up_input_has_exactly_the_events_asked_in_time_order_all_in_the_past() -> None:
+    data = catch_up_input(1, 50, 1500, NOW, TopicNames())  # 50 journeys hold ~500: more rounds
+    assert len(data.records) == 1500
+    payloads = [orjson.loads(r.value) for r in data.records]
+    times = [p["occurred_at"] for p in payloads]
+    assert times == sorted(times)
+    assert max(times) <= NOW
+    assert len({p["event_id"] for p in payloads}) == 1500
+    assert data.leads == len({p["lead_id"] for p in payloads}) <= 50
+    assert all(r.key == p["lead_id"].encode() for r, p in zip(data.records, payloads, strict=True))
+    assert sum(data.by_topic.values()) == 1500
+    assert "web-visits" in data.by_topic
+
+
+def test_profile_records_make_one_lead_each() -> None:
+    records = list(profile_records(3, NOW, "lead-profiles"))
+    assert [r.key for r in records] == [b"rec-0000000", b"rec-0000001", b"rec-0000002"]
+    assert all(orjson.loads(r.value)["lead_id"] == r.key.decode() for r in records)
+
+
+def test_latency_journeys_are_fresh_and_biased_towards_qualifying(scorer: Scorer) -> None:
+    templates = latency_templates(11, 150, scorer, NOW)
+    assert templates.qualifying
+    assert templates.other
+    assert 0 < templates.natural_share < 1
+    stream = iter(JourneyStream(templates, 0.5, "r1", seed=1))
+    events = [next(stream) for _ in range(2000)]
+    assert len({payload["event_id"] for _, _, payload in events}) == 2000
+    assert all(payload["lead_id"] == lead for _, lead, payload in events)
+    assert all(isinstance(kind, EventKind) for kind, _, _ in events)
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([], 0.5) == 0.0
+    assert percentile([10.0], 0.99) == 10.0
+    assert percentile([0.0, 10.0], 0.5) == 5.0
+    assert percentile([float(i) for i in range(101)], 0.99) == pytest.approx(99.0)
+
+
+def test_throughput_counts_after_the_first_sample() -> None:
+    result = throughput(Sample(10.0, 1000, 1.0), Sample(12.0, 5000, 1.2))
+    assert result.events == 5000
+    assert result.events_per_s == 2000
+    assert result.cpu_us_per_event == pytest.approx(50.0)
+    # all done within one poll: from the last poll without events instead
+    result = throughput(Sample(10.0, 5000, 1.0), Sample(10.0, 5000, 1.0), Sample(9.5, 0, 0.9))
+    assert result.events_per_s == pytest.approx(10000)
+
+
+def test_process_readings_of_this_process() -> None:
+    assert cpu_seconds() > 0
+    assert peak_rss_bytes(os.getpid()) > 1_000_000
+
+
+def test_log_marks_place_the_steps_of_a_start() -> None:
+    lines = [
+        '{"ts":"2026-01-01T00:00:00.000Z","message":"Executing _on_partitions_assigned"}',
+        "not json",
+        '{"ts":"2026-01-01T00:01:00.000Z","message":"Executing _on_partitions_assigned"}',
+        '{"ts":"2026-01-01T00:01:00.500Z","message":"Executing _on_partitions_assigned"}',
+        '{"ts":"2026-01-01T00:01:30.250Z","message":"[^---Recovery]: Restore complete!"}',
+        '{"ts":"2026-01-01T00:01:39.000Z","message":"lead table recovered","leads":3}',
+    ]
+    start = 1767225600.0 + 30  # 2026-01-01T00:00:30Z: the first line belongs to an earlier process
+    assert log_marks("\n".join(lines), start) == {
+        "assigned": start + 30,
+        "changelog_restored": start + 60.25,
+        "due_index_rebuilt": start + 69,
+    }
+
+
+def test_source_digest_follows_the_service_source_not_the_benchmark(tmp_path: Path) -> None:
+    for folder in ("agents", "scoring", "streams"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "agents" / "batch.py").write_text("x = 1\n")
+    first = source_digest(tmp_path)
+    (tmp_path / "streams" / "bench_new.py").write_text("ignored\n")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "agents" / "batch.py").write_text("x = 2\n")
+    assert source_digest(tmp_path) != first
+    report = {"a": {"source_digest": "d1"}, "b": [{"source_digest": ["d1", "d2"]}], "c": 3}
+    assert source_digests_in(report) == {"d1", "d2"}
+
+
+def test_worker_env_keeps_only_the_benchmarks_settings() -> None:
+    env = clean_env({"PATH": "/bin", "LEADSCORE_STORE": "memory://"}, {"LEADSCORE_APP_ID": "x"})
+    assert env == {"PATH": "/bin", "LEADSCORE_APP_ID": "x"}
+    run = Run("s1", "127.0.0.1:9092", Path("/tmp/r"))
+    settings = settings_of(run.env("scale2", topic_prefix="bench-s1-s2.", outputs="-x"))
+    assert settings.app_id == "bench-s1-scale2"
+    assert settings.topics.web_visits == "bench-s1-s2.web-visits"
+    assert settings.topics.ticks == "bench-s1-s2.lead-ticks-x"
+    assert settings.store == "rocksdb://"
+    assert settings.partitions == 8
+    assert settings.consumption == "batch"
+
+
+def test_worker_histogram_quantiles_are_bucket_bounds() -> None:
+    def text(counts: list[int]) -> str:
+        bounds = ["0.01", "0.1", "1.0", "+Inf"]
+        return (
+            "\n".join(
+                f'leadscore_end_to_end_latency_seconds_bucket{{le="{b}",source="record"}} {c}'
+                for b, c in zip(bounds, counts, strict=True)
+            )
+            + '\nleadscore_end_to_end_latency_seconds_bucket{le="0.01",source="event"} 99'
+        )
+
+    before, after = record_buckets(text([1, 1, 1, 1])), record_buckets(text([5, 80, 101, 101]))
+    assert bucket_quantile(before, after, 0.5) == 0.1
+    assert bucket_quantile(before, after, 0.99) == 1.0
+    assert bucket_quantile(after, after, 0.5) is None
+
+
+def test_profile_sums_samples_per_frame_without_line_numbers() -> None:
+    raw = "\n".join(
+        [
+            'process 1:"python";main (a.py:1);work (b.py:10);decode (c.py:5) 30',
+            'process 1:"python";main (a.py:1);work (b.py:12) 10',
+            "main (a.py:1);send (d.py:3) 60",
+        ]
+    )
+    summary = summarize(raw)
+    assert summary["samples"] == 100
+    assert summary["top_self"][0] == {"frame": "send (d.py)", "samples": 60, "share": 0.6}
+    totals = {row["frame"]: row["samples"] for row in summary["top_total"]}
+    assert totals == {"main (a.py)": 100, "work (b.py)": 40, "decode (c.py)": 30, "send (d.py)": 60}
+    assert summary["by_package"] == {"d.py": 0.6, "c.py": 0.3, "b.py": 0.1}
+
+
+def test_decay_bench_small(scorer: Scorer) -> None:
+    result = decay_bench(scorer, 2000)
+    assert result["due_index"]["due"] == result["full_scan"]["due"] == 20
+    assert [t["due"] for t in result["due_index"]["ticks"]] == [2, 20, 200]
+    assert result["full_scan"]["tick_s"] > 0
+    assert result["due_index"]["tick_s"] > 0
+
+
+def _report() -> dict[str, Any]:
+    run = {"events_per_s": 1000.0, "cpu_us_per_event": 20.0, "peak_rss_bytes": 2**27}
+    return {
+        "started_at": "20260101T000000Z",
+        "options": {"leads": 10, "events": 100, "recovery_leads": 1000},
+        "machine": {"cores": 2, "cpu_model": "cpu", "python": "3.11", "kafka": "4.1.1", "packages": {}},
+        "input": {"partitions": 8},
+        "baseline": {"events_per_s": 2000.0, "cpu_us_per_event": 5.0, "peak_rss_bytes": 2**25},
+        "leadscore": {
+            "events_per_s": 2500.0,
+            "ratio_to_baseline": 1.25,
+            "cpu_us_per_event": 12.0,
+            "peak_rss_bytes": 2**27,
+            "changelog_per_event": 0.2,
+            "changelog_messages": 20,
+            "events": 100,
+        },
+        "latency": {
+            "levels": [
+                {"fraction": f, "achieved_rate": 100.0, "samples": 5, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99}
+                for f, p99 in ((0.25, 10.0), (0.5, 300.0), (0.75, 20.0))
+            ]
+        },
+        "recovery": {
+            "leads": 1000,
+            "changelog_messages": 1000,
+            "empty_start_s": 2.0,
+            "same_data_dir": {"ready_s": 61.0, "assigned_s": 60.0, "changelog_restore_s": 0.1},
+            "fresh_data_dir": {"ready_s": 9.0, "assigned_s": 3.0, "changelog_restore_s": 5.0, "due_index_rebuild_s": 1},
+        },
+        "decay": {
+            "leads": 1000,
+            "due_index": {"due": 10, "tick_s": 0.001, "per_due_lead_spread": 1.2},
+            "full_scan": {"tick_s": 0.1},
+            "speedup": 100.0,
+        },
+        "scaling": {
+            "note": "2 cores",
+            "runs": [{**run, "workers": n, "events_per_s": 1000.0 * n, "ratio_to_one": n} for n in (1, 2, 4)],
+        },
+    }
+
+
+def test_targets_are_reported_not_enforced() -> None:
+    met = {t.name: t.met for t in targets(_report())}
+    assert met["events/s vs baseline"] is True
+    assert met["worker CPU per event"] is True
+    assert met["p99 event->MQL at 50% of max rate"] is False
+    assert met["recovery of the lead table (fresh data dir)"] is True
+    assert met["decay tick cost follows the due leads"] is True
+    assert met["4 workers vs 1"] is None  # 2 cores
+    assert all(t.met is None for t in targets({"machine": {"cores": 8}}))
+
+
+def test_markdown() -> None:
+    text = markdown(_report())
+    assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
+    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 |" in text
+    assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text

@@ -210,15 +210,7 @@ class Scorer:
             return self.settle(state, now_ms)
         state.stage = Stage.NURTURE
         state.due_at = None
-        return NurtureEvent(
-            lead_id=state.lead_id,
-            crossing=state.crossings,
-            score=self.score_at(state, at),
-            threshold=self.rules.nurture_threshold,
-            at=at,
-            reason="decay",
-            rules_version=self.rules.version,
-        )
+        return self._nurture(state, at, "decay")
 
     # -- applying events --------------------------------------------------------------------------
 

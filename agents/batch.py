@@ -41,7 +41,7 @@ async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> No
 
 async def _score(service: "Service", tp: Any, records: Sequence[Any]) -> None:
     metrics = service.metrics
-    kind = service.settings.topics.inbound().get(tp.topic)
+    kind = service.topic_kinds.get(tp.topic)
     metrics.events_consumed.labels(tp.topic, kind.value if kind else "unknown").inc(len(records))
     inputs = [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
     keys = {r.key for r in records if isinstance(r.key, bytes)}

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 async def score_record(service: "Service", message: Any) -> None:
     """Score one inbound record and apply the result."""
-    kind = service.settings.topics.inbound().get(message.topic)
+    kind = service.topic_kinds.get(message.topic)
     metrics = service.metrics
     metrics.events_consumed.labels(message.topic, kind.value if kind else "unknown").inc()
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)

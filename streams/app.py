@@ -9,6 +9,7 @@ import faust
 
 from scoring.due_index import DueIndex
 from scoring.engine import Scorer
+from scoring.events import EventKind
 from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
@@ -32,6 +33,8 @@ class Service:
     metrics: Metrics
     clock: Clock
     due: DueIndex = field(default_factory=DueIndex)
+    # Inbound topic name -> event kind, computed once (looked up for every record).
+    topic_kinds: dict[str, EventKind] = field(default_factory=dict)
     stage_counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Stage})
     recovered: bool = False
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
@@ -107,6 +110,7 @@ def create_app(settings: Settings) -> Service:
         scorer=Scorer(rules),
         metrics=Metrics(VERSION, rules.version),
         clock=Clock(settings.clock_speed, settings.clock_epoch_ms),
+        topic_kinds=settings.topics.inbound(),
     )
     from agents import register_agents  # agents need the service they are registered on
     from streams.monitoring import register_monitoring

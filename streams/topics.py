@@ -48,6 +48,14 @@ def declare_topics(app: Any, settings: Settings) -> Topics:
     )
 
 
+TICK_RETENTION_MS = 3_600_000  # a tick is worthless once the next one is sent
+
+
+def _configs(settings: Settings, name: str) -> dict[str, str]:
+    """Topic configs: ticks are sent every second per partition forever, so they expire."""
+    return {"retention.ms": str(TICK_RETENTION_MS)} if name == settings.topics.ticks else {}
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
     """Create missing topics with the configured partition count; refuse an existing inbound or
     tick topic whose partition count differs (it would not co-partition with the lead table).
@@ -68,7 +76,12 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing]
+                [
+                    NewTopic(
+                        name, settings.partitions, settings.replication_factor, topic_configs=_configs(settings, name)
+                    )
+                    for name in missing
+                ]
             )
         co_partitioned = [*settings.topics.inbound(), settings.topics.ticks]
         described = await admin.describe_topics([n for n in co_partitioned if n in existing])

@@ -29,6 +29,8 @@ class TopicNames:
     lead_nurture: str = "lead-nurture"
     dead_letters: str = "lead-dead-letters"
     ticks: str = "lead-ticks"
+    # Anonymous visits, identify calls and e-mail events waiting for their lead (agents/identity.py).
+    identities: str = "lead-identities"
 
     def inbound(self) -> dict[str, EventKind]:
         """Inbound topic name -> the kind of event it carries."""

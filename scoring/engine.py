@@ -48,6 +48,10 @@ class BatchResult:
     # Every stage change, for the funnel counters; and the sales feedback applied, by outcome.
     transitions: list[Transition] = field(default_factory=list)
     feedback: dict[str, int] = field(default_factory=dict)
+    # Anonymous web visits, not scored: the agents pass them to the identity topic. And the
+    # (email_hash, lead_id, occurred_at) of each profile event that carried an e-mail address.
+    anonymous: list[InputRecord] = field(default_factory=list)
+    email_links: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def _transition(state: LeadState, from_stage: Stage, at: int, version: str) -> Transition:
@@ -385,7 +389,8 @@ class Scorer:
         """Score a batch of records (in offset order) against their leads' states.
 
         ``states`` holds the known states of the batch's leads; a lead absent from it is new.
-        Every record ends either scored, a counted duplicate, or a dead letter with its reason.
+        Every record ends either scored, a counted duplicate, a dead letter with its reason, or (an
+        anonymous web visit) in ``anonymous`` for the identity agent.
         """
         result = BatchResult()
         changed = result.states
@@ -394,6 +399,9 @@ class Scorer:
                 if record.kind is None:
                     raise InvalidEvent("unknown_topic", f"no event kind for topic {record.topic!r}")
                 event = decode_event(record.kind, record.key, record.value)
+                if event.anonymous:  # no lead yet: the identity agent holds it until one is known
+                    result.anonymous.append(record)
+                    continue
                 state = changed.get(event.lead_id) or states.get(event.lead_id)
                 if state is None:
                     state = LeadState(lead_id=event.lead_id)
@@ -424,6 +432,8 @@ class Scorer:
             if event.kind is EventKind.SALES_FEEDBACK:
                 outcome = str(event.attrs["outcome"])
                 result.feedback[outcome] = result.feedback.get(outcome, 0) + 1
+            if event.email_hash is not None:
+                result.email_links.append((event.email_hash, event.lead_id, event.occurred_at))
             _collect(result, outputs)
         return result
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from scoring.errors import InvalidEvent
+from scoring.pseudonyms import email_hash
 from scoring.timeutil import parse_rfc3339_ms
 
 
@@ -89,13 +90,24 @@ MAX_EVENT_BYTES = 65536
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A decoded, validated inbound event. ``occurred_at`` is in epoch milliseconds."""
+    """A decoded, validated inbound event. ``occurred_at`` is in epoch milliseconds.
+
+    ``lead_id`` is empty for an anonymous web visit (``attrs["anonymous_id"]`` says whose): it is
+    not scored but handed to the identity agent. ``email_hash`` is the pseudonym of a profile
+    event's e-mail address (the address itself is not kept).
+    """
 
     kind: EventKind
     event_id: str
     lead_id: str
     occurred_at: int
     attrs: Mapping[str, Any]
+    email_hash: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        """A web visit by a visitor not yet tied to a lead."""
+        return not self.lead_id
 
 
 def _text(payload: Mapping[str, Any], name: str, limit: int) -> str:
@@ -191,6 +203,8 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent(reason, f"the value is not JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
+    if kind is EventKind.WEB_VISIT and payload.get("lead_id") is None and payload.get("anonymous_id") is not None:
+        return _anonymous_visit(key, payload)
     lead_id = _text(payload, "lead_id", MAX_ID_LENGTH)
     try:
         key_text = key.decode()
@@ -198,10 +212,33 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
     if key_text != lead_id:
         raise InvalidEvent("key_mismatch", "the record key differs from the event's lead_id")
-    return Event(
+    event = Event(
         kind=kind,
         event_id=_text(payload, "event_id", MAX_ID_LENGTH),
         lead_id=lead_id,
         occurred_at=_occurred_at(payload),
         attrs=_attrs(kind, payload),
+    )
+    email = payload.get("email") if kind is EventKind.LEAD_PROFILE else None  # a string: _attrs checked it
+    if email is None:
+        return event
+    return Event(event.kind, event.event_id, lead_id, event.occurred_at, event.attrs, email_hash(email))
+
+
+def _anonymous_visit(key: bytes, payload: Mapping[str, Any]) -> Event:
+    """A web visit with an ``anonymous_id`` and no ``lead_id``, keyed by the anonymous id: checked
+    like any visit, with an empty ``lead_id`` (the identity agent finds the lead)."""
+    anonymous_id = _text(payload, "anonymous_id", MAX_ID_LENGTH)
+    try:
+        key_text = key.decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
+    if key_text != anonymous_id:
+        raise InvalidEvent("key_mismatch", "the record key differs from the anonymous visit's anonymous_id")
+    return Event(
+        kind=EventKind.WEB_VISIT,
+        event_id=_text(payload, "event_id", MAX_ID_LENGTH),
+        lead_id="",
+        occurred_at=_occurred_at(payload),
+        attrs=_attrs(EventKind.WEB_VISIT, payload),
     )

@@ -38,7 +38,8 @@ CORPUS = [
     b'"just a string"',
 ]
 FIELDS = ["event_id", "lead_id", "occurred_at", "url", "action", "campaign_id", "asset_id", "asset_type", "status",
-          "webinar_id", "minutes_attended", "company_size", "email", "seniority", "country"]  # fmt: skip
+          "webinar_id", "minutes_attended", "company_size", "email", "seniority", "country",
+          "anonymous_id"]  # fmt: skip
 
 
 @st.composite
@@ -63,7 +64,8 @@ def test_every_hostile_record_is_accounted_for_and_good_ones_still_score(bad: li
     good = qualifying_journey("good-lead", T0)
     records = [*good[:2], *bad, *good[2:]]
     result = scorer.process_batch(records, {}, NOW)
-    assert result.scored + result.duplicates + len(result.dead_letters) == len(records)
+    accounted = result.scored + result.duplicates + len(result.dead_letters) + len(result.anonymous)
+    assert accounted == len(records)
     assert all(letter.reason and letter.detail for letter in result.dead_letters)
     assert [m.lead_id for m in result.mql if m.lead_id == "good-lead"] == ["good-lead"]
     assert result.states["good-lead"].counts["pricing_page"] == 3

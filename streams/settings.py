@@ -49,6 +49,22 @@ class TopicNames:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """How anonymous visits and e-mail events wait for their lead (agents/identity.py)."""
+
+    window_days: float = 30.0  # parked events older than this are dropped (and counted)
+    max_parked: int = 100  # events parked per anonymous id or e-mail address, at most
+
+
+def _identity_settings(env: Mapping[str, str]) -> IdentitySettings:
+    defaults = IdentitySettings()
+    return IdentitySettings(
+        window_days=_number(env, "IDENTITY_WINDOW_DAYS", defaults.window_days, 0.0001),
+        max_parked=int(_number(env, "IDENTITY_MAX_PARKED", defaults.max_parked, 1)),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a worker needs; see the README's configuration table."""
 
@@ -73,6 +89,7 @@ class Settings:
     # "batch": each fetched batch of an inbound partition is scored at once (production);
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
     @property
     def broker_url(self) -> str:
@@ -147,4 +164,5 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         clock_epoch_ms=clock_epoch_ms,
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
+        identity=_identity_settings(env),
     )

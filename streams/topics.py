@@ -22,6 +22,7 @@ class Topics:
     lead_nurture: Any
     dead_letters: Any
     ticks: Any
+    identities: Any
 
 
 def declare_topics(app: Any, settings: Settings) -> Topics:
@@ -45,6 +46,7 @@ def declare_topics(app: Any, settings: Settings) -> Topics:
         lead_nurture=topic(names.lead_nurture),
         dead_letters=topic(names.dead_letters),
         ticks=topic(names.ticks),
+        identities=topic(names.identities),
     )
 
 
@@ -83,7 +85,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
                     for name in missing
                 ]
             )
-        co_partitioned = [*settings.topics.inbound(), settings.topics.ticks]
+        # lead-identities is co-partitioned with the identity table in the same way.
+        co_partitioned = [*settings.topics.inbound(), settings.topics.ticks, settings.topics.identities]
         described = await admin.describe_topics([n for n in co_partitioned if n in existing])
         for topic in described:
             count = len(topic["partitions"])

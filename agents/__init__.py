@@ -9,7 +9,9 @@ if TYPE_CHECKING:
 def register_agents(service: "Service") -> None:
     """Register every agent, timer and table callback on the service's app."""
     from agents.decay import register_decay
+    from agents.identity import register_identity
     from agents.scoring import register_scoring
 
     register_scoring(service)
     register_decay(service)
+    register_identity(service)

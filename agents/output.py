@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from scoring.engine import BatchResult
+from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
 from streams.faust_internals import read_states, write_states
@@ -55,6 +56,25 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
             headers=[("leadscore-reason", letter.reason.encode())],
         )
         metrics.dead_letters.labels(letter.reason).inc()
+    await send_identities(service, result)
+
+
+async def send_identities(service: "Service", result: BatchResult) -> None:
+    """Pass anonymous visits, and the e-mail pseudonyms of profile events, to the identity agent
+    (sent before the source offset can be committed, like dead letters)."""
+    topic, metrics = service.topics.identities, service.metrics
+    for record in result.anonymous:
+        key, raw = record.key, record.value
+        assert key is not None  # decoded by the core: the key is the anonymous_id, the value a visit
+        assert raw is not None
+        await topic.send(key=ANON_PREFIX.encode() + key, value=visit_message(key.decode(), raw))
+    if result.anonymous:
+        metrics.identity_sent.labels("visit").inc(len(result.anonymous))
+    for hashed, lead_id, occurred_at in result.email_links:
+        value = email_known_message(hashed, lead_id, occurred_at)
+        await topic.send(key=(EMAIL_PREFIX + hashed).encode(), value=value)
+    if result.email_links:
+        metrics.identity_sent.labels("email_known").inc(len(result.email_links))
 
 
 def record_states(

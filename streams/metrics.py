@@ -95,6 +95,25 @@ class Metrics:
         self.feedback_events = Counter(
             "leadscore_feedback_events", "Sales feedback applied to a lead, by outcome.", ["outcome"], registry=r
         )
+        self.identity_events = Counter(
+            "leadscore_identity_events",
+            "Events of the identity agent by outcome: parked, forwarded (to their lead), expired (past the "
+            "window), overflow (past the bound per key), duplicate (already parked).",
+            ["outcome"],
+            registry=r,
+        )
+        self.identity_sent = Counter(
+            "leadscore_identity_messages_sent",
+            "Messages the scoring path sent to lead-identities: visit (anonymous), email_known (a profile's address).",
+            ["type"],
+            registry=r,
+        )
+        self.identity_links = Counter(
+            "leadscore_identity_links",
+            "Identify and e-mail-known messages by result: linked, repeated (same lead), conflict (refused).",
+            ["result"],
+            registry=r,
+        )
 
     def count_funnel(self, result: BatchResult) -> None:
         """Count a scoring result's stage transitions and applied sales feedback."""

@@ -38,6 +38,8 @@ TOPIC_SCHEMAS: Final[Mapping[str, str]] = MappingProxyType(
         "lead-dead-letters": "dead_letter",
         # Internal to the service.
         "lead-ticks": "tick",
+        # Identities: from the collector and from the service itself, read by the service.
+        "lead-identities": "lead_identity",
     }
 )
 """Default topic name -> schema name (file ``<name>.schema.json``)."""

@@ -39,7 +39,8 @@ INBOUND_TOPICS = {
 }
 OUTBOUND_TOPICS = {"mql-handoff", "lead-nurture", "lead-dead-letters"}
 INTERNAL_TOPICS = {"lead-ticks"}
-ALL_TOPICS = INBOUND_TOPICS | OUTBOUND_TOPICS | INTERNAL_TOPICS
+IDENTITY_TOPICS = {"lead-identities"}
+ALL_TOPICS = INBOUND_TOPICS | OUTBOUND_TOPICS | INTERNAL_TOPICS | IDENTITY_TOPICS
 
 # Why each invalid example must fail: (keyword, JSON path of every top-level error, text that
 # must appear in the error message or None). Every top-level error must be at that path, so an
@@ -52,6 +53,11 @@ INVALID_EXPECTATIONS: dict[str, tuple[str, str, str | None]] = {
     "web_visit__url_relative_without_slash": ("pattern", "$.url", None),
     "web_visit__empty_event_id": ("minLength", "$.event_id", None),
     "web_visit__lead_id_too_long": ("maxLength", "$.lead_id", None),
+    "web_visit__anonymous_id_empty": ("minLength", "$", None),
+    "lead_identity__identify_missing_lead_id": ("required", "$", "'lead_id'"),
+    "lead_identity__email_hash_not_hex": ("pattern", "$.email_hash", None),
+    "lead_identity__visit_with_lead_id": ("not", "$.event", None),
+    "lead_identity__type_not_in_enum": ("enum", "$.type", None),
     "email_event__action_not_in_enum": ("enum", "$.action", None),
     "email_event__missing_campaign_id": ("required", "$", "'campaign_id'"),
     "content_download__missing_asset_type": ("required", "$", "'asset_type'"),
@@ -173,7 +179,9 @@ def test_outbound_schemas_are_closed(name: str) -> None:
 def test_inbound_schemas_are_open_and_share_the_common_fields(topic: str) -> None:
     schema = load_schema(TOPIC_SCHEMAS[topic])
     assert schema.get("additionalProperties", True) is True
-    assert {"event_id", "lead_id", "occurred_at"} <= set(schema["required"])
+    # A web visit has lead_id or, for an anonymous visitor, anonymous_id alone.
+    required = {"event_id", "occurred_at"} | ({"lead_id"} if topic != "web-visits" else set())
+    assert required <= set(schema["required"])
     for field in ("event_id", "lead_id", "occurred_at"):
         assert schema["properties"][field]["$ref"] == f"common.schema.json#/$defs/{field}"
 
@@ -377,6 +385,7 @@ def test_asyncapi_operations(asyncapi: dict[str, Any]) -> None:
         **{topic: {"receive"} for topic in INBOUND_TOPICS},
         **{topic: {"send"} for topic in OUTBOUND_TOPICS},
         "lead-ticks": {"send", "receive"},
+        "lead-identities": {"send", "receive"},
     }
 
 
@@ -386,7 +395,7 @@ def test_asyncapi_lead_key_binding(asyncapi: dict[str, Any]) -> None:
     assert key["type"] == "string"
     assert "lead id" in key["description"]
     for name, message in asyncapi["components"]["messages"].items():
-        if name in ("deadLetter", "tick"):
+        if name in ("deadLetter", "tick", "leadIdentity"):
             continue
         assert message["traits"] == [{"$ref": "#/components/messageTraits/leadKeyed"}]
 
@@ -394,7 +403,7 @@ def test_asyncapi_lead_key_binding(asyncapi: dict[str, Any]) -> None:
 def test_asyncapi_documents_co_partitioning_and_dead_letter_header(asyncapi: dict[str, Any]) -> None:
     assert "same partition count" in asyncapi["info"]["description"]
     for channel in asyncapi["channels"].values():
-        if channel["address"] in INBOUND_TOPICS | INTERNAL_TOPICS:
+        if channel["address"] in INBOUND_TOPICS | INTERNAL_TOPICS | IDENTITY_TOPICS:
             assert "same partition count" in channel["description"], channel["address"]
     dead_letter = asyncapi["components"]["messages"]["deadLetter"]
     assert "leadscore-reason" in dead_letter["headers"]["schema"]["properties"]
@@ -455,9 +464,47 @@ def test_valid_inbound_examples_are_accepted_by_the_service(path: Path) -> None:
     if name not in {kind.value for kind in EventKind}:
         pytest.skip(f"the service has no decoder for {name}")
     event = _read_json(path)
-    decoded = decode_event(EventKind(name), event["lead_id"].encode(), path.read_bytes())
+    key = event.get("lead_id") or event["anonymous_id"]  # an anonymous visit is keyed by its anonymous id
+    decoded = decode_event(EventKind(name), key.encode(), path.read_bytes())
     assert decoded.event_id == event["event_id"]
-    assert decoded.lead_id == event["lead_id"]
+    assert decoded.lead_id == event.get("lead_id", "")
+
+
+def _identity_key(message: dict[str, Any]) -> bytes:
+    if message.get("type") in ("identify", "visit"):
+        return f"anon:{message['anonymous_id']}".encode()
+    return f"email:{message['email_hash']}".encode()
+
+
+@pytest.mark.parametrize("path", [p for p in VALID_EXAMPLES if _schema_of_example(p) == "lead_identity"], ids=str)
+def test_valid_identity_examples_are_accepted_by_the_service(path: Path) -> None:
+    from scoring.identity import decode_identity
+
+    message = _read_json(path)
+    decoded = decode_identity(_identity_key(message), path.read_bytes())
+    assert decoded.type == message["type"]
+    assert decoded.lead_id == message.get("lead_id")
+
+
+@pytest.mark.parametrize("path", [p for p in INVALID_EXAMPLES if _schema_of_example(p) == "lead_identity"], ids=str)
+def test_invalid_identity_examples_are_refused_by_the_service(path: Path) -> None:
+    from scoring.errors import InvalidEvent
+    from scoring.identity import decode_identity
+
+    message = _read_json(path)
+    key = f"anon:{message['anonymous_id']}" if "anonymous_id" in message else f"email:{message['email_hash']}"
+    with pytest.raises(InvalidEvent):
+        decode_identity(key.encode(), path.read_bytes())
+
+
+def test_identity_messages_of_the_service_validate(registry: Registry[Any]) -> None:
+    from scoring.identity import email_hash, email_known_message, visit_message
+
+    visit = (EXAMPLES / "web_visit__anonymous.json").read_bytes()
+    validator = _validator("lead_identity", registry)
+    for message in (visit_message("anon_5b2e9f04", visit), email_known_message(email_hash("a@example.com"), "L", 0)):
+        errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(json.loads(message))]
+        assert errors == []
 
 
 def test_service_outputs_validate(registry: Registry[Any]) -> None:

@@ -1,0 +1,120 @@
+"""Identity stitching on the real broker, the worker as a separate process: anonymous visits
+released to their lead on identify (sent twice), each counted once; an e-mail event parked under
+an address pseudonym, scored once a profile names the address; conflicts and bad messages
+dead-lettered."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from scoring.identity import email_hash
+from tests.integration.kafka import Received, produce, read_until, run
+from tests.integration.worker import WorkerProcess
+
+WAIT_S = 90.0
+
+
+def counts(lead: dict[str, Any]) -> dict[str, int]:
+    return {row["rule"]: row["count"] for row in lead["breakdown"] if row["kind"] == "engagement"}
+
+
+def wait_for_lead(worker: WorkerProcess, lead_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Poll the worker's lead view until ``done`` holds (the last answer is returned either way)."""
+    deadline = time.monotonic() + WAIT_S
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, answer = worker.get(f"/leads/{lead_id}")
+        if status == 200:
+            body = answer
+            if done(body):
+                break
+        time.sleep(0.3)
+    return body
+
+
+def anonymous_visit(anon: str, event_id: str, at: int, url: str) -> bytes:
+    return orjson.dumps({"event_id": event_id, "anonymous_id": anon, "occurred_at": at, "url": url})
+
+
+def identify(anon: str, lead: str, at: int) -> bytes:
+    message = {"type": "identify", "event_id": f"identify-{anon}-{lead}", "anonymous_id": anon, "lead_id": lead}
+    return orjson.dumps({**message, "occurred_at": at})
+
+
+def reasons(records: list[Received]) -> list[str]:
+    return [r.json()["reason"] for r in records]
+
+
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
+def test_anonymous_visits_count_once_for_the_lead_after_identify_and_later_ones_directly(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, consumption: str
+) -> None:
+    worker = worker_factory(LEADSCORE_CONSUMPTION=consumption)
+    visits, identities = names + "web-visits", names + "lead-identities"
+    now = int(time.time() * 1000)
+    run(
+        produce(
+            bootstrap, [(visits, b"anon-1", anonymous_visit("anon-1", f"v{i}", now + i, "/pricing")) for i in range(3)]
+        )
+    )
+    # The visits are parked before the identify arrives (they pass through the scorer first).
+    deadline = time.monotonic() + WAIT_S
+    while worker.metric("leadscore_identity_events_total", 'outcome="parked"') < 3 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert worker.metric("leadscore_identity_events_total", 'outcome="parked"') == 3
+    assert worker.get("/leads/L1")[0] == 404  # nothing scored for anyone yet
+    run(produce(bootstrap, [(identities, b"anon:anon-1", identify("anon-1", "L1", now + 10))] * 2))
+    lead = wait_for_lead(worker, "L1", lambda body: counts(body).get("pricing_page", 0) >= 3)
+    assert counts(lead) == {"page_view": 3, "pricing_page": 3}
+    # A later anonymous visit under the linked id counts directly; a relink to another lead is refused.
+    run(produce(bootstrap, [(visits, b"anon-1", anonymous_visit("anon-1", "v9", now + 20, "/features"))]))
+    run(produce(bootstrap, [(identities, b"anon:anon-1", identify("anon-1", "L2", now + 30))]))
+    lead = wait_for_lead(worker, "L1", lambda body: "product_page" in counts(body))
+    dead = run(
+        read_until(bootstrap, [names + "lead-dead-letters"], lambda r: len(r) >= 1, timeout_s=WAIT_S, settle_s=3)
+    )
+    assert reasons(dead) == ["identity_conflict"]
+    assert counts(lead) == {"page_view": 4, "pricing_page": 3, "product_page": 1}
+    # Released once: the second identify released nothing, so each visit reached web-visits once under L1.
+    released = run(read_until(bootstrap, [visits], lambda r: len([x for x in r if x.key == b"L1"]) >= 4, settle_s=2))
+    assert sorted(r.json()["event_id"] for r in released if r.key == b"L1") == ["v0", "v1", "v2", "v9"]
+    assert all(r.json()["lead_id"] == "L1" for r in released if r.key == b"L1")
+    assert worker.metric("leadscore_identity_events_total", 'outcome="forwarded"') == 4
+    assert worker.metric("leadscore_identity_links_total", 'result="linked"') == 1
+    assert worker.metric("leadscore_identity_links_total", 'result="repeated"') == 1
+    assert worker.metric("leadscore_identity_links_total", 'result="conflict"') == 1
+    assert worker.get("/leads/L2")[0] == 404
+
+
+def test_an_email_event_waits_for_the_profile_that_names_its_address(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    worker = worker_factory()
+    now = int(time.time() * 1000)
+    hashed = email_hash("jane.doe@example.com")
+    click = {"event_id": "sg-1", "occurred_at": now, "action": "click", "campaign_id": "c1", "url": "/pricing"}
+    parked = orjson.dumps({"type": "email_event", "email_hash": hashed, "event": click})
+    identities = names + "lead-identities"
+    run(produce(bootstrap, [(identities, f"email:{hashed}".encode(), parked), (identities, b"anon:x", b"not json")]))
+    deadline = time.monotonic() + WAIT_S
+    while worker.metric("leadscore_identity_events_total", 'outcome="parked"') < 1 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    profile = {"event_id": "p1", "lead_id": "L7", "occurred_at": now + 5, "email": "Jane.Doe@example.com"}
+    run(produce(bootstrap, [(names + "lead-profiles", b"L7", orjson.dumps(profile))]))
+    lead = wait_for_lead(worker, "L7", lambda body: "email_click" in counts(body))
+    assert counts(lead) == {"email_click": 1}
+    # The worker told the identity agent the address's pseudonym, never the address.
+    sent = run(
+        read_until(
+            bootstrap,
+            [identities],
+            lambda r: any(x.key == f"email:{hashed}".encode() and b"email_known" in (x.value or b"") for x in r),
+        )
+    )
+    assert all(b"jane" not in (r.value or b"").lower() for r in sent)
+    dead = run(read_until(bootstrap, [names + "lead-dead-letters"], lambda r: len(r) >= 1, timeout_s=WAIT_S))
+    assert reasons(dead) == ["invalid_json"]
+    assert worker.metric("leadscore_identity_messages_sent_total", 'type="email_known"') == 1

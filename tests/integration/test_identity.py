@@ -118,3 +118,24 @@ def test_an_email_event_waits_for_the_profile_that_names_its_address(
     dead = run(read_until(bootstrap, [names + "lead-dead-letters"], lambda r: len(r) >= 1, timeout_s=WAIT_S))
     assert reasons(dead) == ["invalid_json"]
     assert worker.metric("leadscore_identity_messages_sent_total", 'type="email_known"') == 1
+
+
+def test_parked_visits_survive_a_restart_through_the_identity_table_changelog(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    first = worker_factory(0)
+    now = int(time.time() * 1000)
+    visits = [
+        (names + "web-visits", b"anon-r", anonymous_visit("anon-r", f"r{i}", now + i, "/pricing")) for i in range(2)
+    ]
+    run(produce(bootstrap, visits))
+    deadline = time.monotonic() + WAIT_S
+    while first.metric("leadscore_identity_events_total", 'outcome="parked"') < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    first.stop()
+    # A new data directory: the parked visits can only come back from the changelog topic.
+    second = worker_factory(1)
+    run(produce(bootstrap, [(names + "lead-identities", b"anon:anon-r", identify("anon-r", "LR", now + 10))]))
+    lead = wait_for_lead(second, "LR", lambda body: counts(body).get("pricing_page", 0) >= 2)
+    assert counts(lead) == {"page_view": 2, "pricing_page": 2}
+    assert second.metric("leadscore_identity_events_total", 'outcome="parked"') == 0  # nothing redelivered

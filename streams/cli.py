@@ -82,6 +82,34 @@ def explain(lead_id: str, url: str | None) -> None:
 
 
 @main.command()
+def collect() -> None:
+    """Run the collector: pixel, events API and webhooks in front of Kafka (LEADSCORE_COLLECTOR_*)."""
+    import logging.config
+
+    from collector.app import run_collector
+    from streams.logs import logging_config
+
+    try:
+        settings = settings_from_env()
+        logging.config.dictConfig(logging_config(settings.log_level))
+        run_collector(settings)
+    except (SettingsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("lead_id")
+def token(lead_id: str) -> None:
+    """Print the signed lead token of LEAD_ID (the pixel's ``lt``), with LEADSCORE_COLLECTOR_TOKEN_SECRET."""
+    from collector.tokens import sign_lead_token
+
+    try:
+        click.echo(sign_lead_token(lead_id, settings_from_env().collector.token_secret))
+    except (SettingsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
 @click.option("--leads-per-minute", default=120, show_default=True, help="New lead journeys started per minute.")
 @click.option("--speed", default=100000.0, show_default=True, help="How much faster than real time the demo runs.")
 @click.option("--duration", default=0.0, help="Stop after this many seconds (0: run until Ctrl-C).")

@@ -65,6 +65,64 @@ def _identity_settings(env: Mapping[str, str]) -> IdentitySettings:
 
 
 @dataclass(frozen=True)
+class CollectorSettings:
+    """The collector (``leadscore collect``): pixel, events API and webhooks in front of Kafka."""
+
+    host: str = "127.0.0.1"
+    port: int = 6070
+    # HMAC secret of lead tokens (``leadscore token``); empty: no token verifies, visits stay anonymous.
+    token_secret: str = ""
+    # Write keys of the events API: LEADSCORE_COLLECTOR_WRITE_KEYS (comma list) and/or one per line of
+    # LEADSCORE_COLLECTOR_WRITE_KEYS_FILE (blank lines and # comments skipped).
+    write_keys: tuple[str, ...] = ()
+    body_limit_bytes: int = 1_048_576  # larger request bodies get 413
+    rate_per_s: float = 200.0  # events API requests per second and write key (token bucket)
+    burst: int = 400
+    sendgrid_public_key: str = ""  # the Event Webhook's verification key (base64 DER); empty: no check
+    honour_dnt: bool = True  # DNT: 1 or Sec-GPC: 1 -> the pixel records nothing
+    cookie_domain: str = ""  # e.g. ".example.com" when the collector runs on a subdomain of the site
+    cookie_secure: bool = False  # mark cookies Secure (the collector is served over HTTPS)
+    produce_timeout_s: float = 10.0  # a request waits this long for the broker, then 503
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(PREFIX + name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{name} must be true or false, got {raw!r}")
+
+
+def _collector_settings(env: Mapping[str, str]) -> CollectorSettings:
+    defaults = CollectorSettings()
+    keys = [k.strip() for k in env.get(PREFIX + "COLLECTOR_WRITE_KEYS", "").split(",") if k.strip()]
+    keys_file = env.get(PREFIX + "COLLECTOR_WRITE_KEYS_FILE")
+    if keys_file:
+        try:
+            lines = Path(keys_file).read_text().splitlines()
+        except OSError as exc:
+            raise SettingsError(f"cannot read {PREFIX}COLLECTOR_WRITE_KEYS_FILE {keys_file}: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return CollectorSettings(
+        host=env.get(PREFIX + "COLLECTOR_HOST", defaults.host),
+        port=int(_number(env, "COLLECTOR_PORT", defaults.port, 1)),
+        token_secret=env.get(PREFIX + "COLLECTOR_TOKEN_SECRET", defaults.token_secret),
+        write_keys=tuple(dict.fromkeys(keys)),
+        body_limit_bytes=int(_number(env, "COLLECTOR_BODY_LIMIT", defaults.body_limit_bytes, 1024)),
+        rate_per_s=_number(env, "COLLECTOR_RATE", defaults.rate_per_s, 0.001),
+        burst=int(_number(env, "COLLECTOR_BURST", defaults.burst, 1)),
+        sendgrid_public_key=env.get(PREFIX + "SENDGRID_PUBLIC_KEY", defaults.sendgrid_public_key).strip(),
+        honour_dnt=_flag(env, "COLLECTOR_HONOUR_DNT", defaults.honour_dnt),
+        cookie_domain=env.get(PREFIX + "COLLECTOR_COOKIE_DOMAIN", defaults.cookie_domain),
+        cookie_secure=_flag(env, "COLLECTOR_COOKIE_SECURE", defaults.cookie_secure),
+        produce_timeout_s=_number(env, "COLLECTOR_PRODUCE_TIMEOUT", defaults.produce_timeout_s, 0.1),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a worker needs; see the README's configuration table."""
 
@@ -90,6 +148,7 @@ class Settings:
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
 
     @property
     def broker_url(self) -> str:
@@ -165,4 +224,5 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
         identity=_identity_settings(env),
+        collector=_collector_settings(env),
     )

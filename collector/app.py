@@ -1,0 +1,49 @@
+"""The collector's aiohttp application and ``leadscore collect``."""
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from collector.producer import Producer
+from collector.routes import Collector
+from streams.settings import Settings
+
+__all__ = ["build_app", "run_collector"]
+
+log = logging.getLogger("collector")
+
+
+def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
+    """The application: routes, request counting, and the producer started and stopped with it."""
+    producer = Producer(settings)
+    collector = Collector(settings, producer, clock)
+    # Bodies are read and limited by the handlers (413 with a JSON answer); aiohttp's own cap is
+    # set just above, as a backstop.
+    app = web.Application(
+        middlewares=[collector.count_requests], client_max_size=settings.collector.body_limit_bytes + 1
+    )
+    app.add_routes(collector.routes())
+    app["collector"] = collector
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        producer.start()
+        if not settings.collector.write_keys:
+            log.warning("no write keys: the events API and identify refuse every call")
+        if not settings.collector.token_secret:
+            log.warning("no token secret: pixel visits are all anonymous")
+        if collector.sendgrid_key is None:
+            log.warning("no SendGrid verification key: webhook calls are not authenticated")
+        yield
+        await producer.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def run_collector(settings: Settings) -> None:
+    """Serve the collector until SIGINT/SIGTERM (no access log: it would hold IP addresses)."""
+    config = settings.collector
+    log.info("collector listening", extra={"host": config.host, "port": config.port})
+    web.run_app(build_app(settings), host=config.host, port=config.port, access_log=None, print=None)

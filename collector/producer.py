@@ -1,0 +1,95 @@
+"""The collector's one Kafka producer: idempotent, ``acks=all``; a request is answered only after
+the broker acknowledged all of its records."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streams.settings import Settings
+
+__all__ = ["Outgoing", "Producer", "Unavailable", "create_producer"]
+
+log = logging.getLogger("collector")
+
+Outgoing = tuple[str, bytes, bytes]  # topic, key, value
+
+
+class Unavailable(Exception):
+    """The broker did not acknowledge in time (unreachable, or no leader)."""
+
+
+def create_producer(settings: Settings) -> AIOKafkaProducer:
+    """The aiokafka producer of the collector (the one place its client options are set)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id="leadscore-collector",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=max(1000, int(settings.collector.produce_timeout_s * 1000)),
+    )
+
+
+class Producer:
+    """Starts the producer in the background (the collector answers 503 until it is connected) and
+    sends a request's records, waiting for every acknowledgement."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self.timeout_s = settings.collector.produce_timeout_s
+
+    @property
+    def ready(self) -> bool:
+        """Whether the producer is connected to the cluster."""
+        return self._producer is not None
+
+    def start(self) -> None:
+        """Connect in the background, retrying until the broker answers."""
+        self._starting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        from streams.topics import ensure_topics
+
+        while True:
+            try:  # never let the broker auto-create a topic with the wrong partition count
+                await ensure_topics(self._settings)
+            except Exception as exc:  # unreachable, or a topic layout to fix: not ready, retried
+                log.warning("topics not ready", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(2.0)
+                continue
+            producer = create_producer(self._settings)
+            try:
+                await producer.start()
+            except KafkaError:
+                await producer.stop()
+                await asyncio.sleep(1.0)
+                continue
+            self._producer = producer
+            return
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send(self, records: Sequence[Outgoing]) -> float:
+        """Send all records and wait until the broker acknowledged each; returns the seconds it
+        took. Raises :class:`Unavailable` if that does not happen within the produce timeout."""
+        if self._producer is None:
+            raise Unavailable("not connected to the Kafka cluster yet")
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                futures = [await self._producer.send(topic, value=value, key=key) for topic, key, value in records]
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+        return time.perf_counter() - began

@@ -10,14 +10,18 @@ from collector.producer import Producer
 from collector.routes import Collector
 from streams.settings import Settings
 
-__all__ = ["build_app", "run_collector"]
+__all__ = ["COLLECTOR", "build_app", "run_collector"]
 
 log = logging.getLogger("collector")
+COLLECTOR = web.AppKey("collector", Collector)
 
 
-def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
-    """The application: routes, request counting, and the producer started and stopped with it."""
-    producer = Producer(settings)
+def build_app(
+    settings: Settings, clock: Callable[[], float] = time.time, producer: Producer | None = None
+) -> web.Application:
+    """The application: routes, request counting, and the producer started and stopped with it
+    (``producer`` replaces the Kafka one in tests)."""
+    producer = producer or Producer(settings)
     collector = Collector(settings, producer, clock)
     # Bodies are read and limited by the handlers (413 with a JSON answer); aiohttp's own cap is
     # set just above, as a backstop.
@@ -25,7 +29,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
         middlewares=[collector.count_requests], client_max_size=settings.collector.body_limit_bytes + 1
     )
     app.add_routes(collector.routes())
-    app["collector"] = collector
+    app[COLLECTOR] = collector
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         producer.start()

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from jsonschema.exceptions import best_match
 from prometheus_client import generate_latest
 
 from collector.auth import WriteKeys
@@ -267,7 +268,8 @@ class Collector:
             "lead_id": lead_id,
             "occurred_at": data.get("occurred_at", format_rfc3339(self.now_ms())),
         }
-        error = next(iter(validator("lead_identity").iter_errors(message)), None)
+        message = {name: value for name, value in message.items() if value is not None}
+        error = best_match(validator("lead_identity").iter_errors(message))
         if error is not None:
             rejected = schema_error(error)
             self.metrics.rejected.labels("identify", rejected.reason).inc()

@@ -68,6 +68,9 @@ def schema_error(error: ValidationError) -> Rejected:
     if error.validator == "required":
         return Rejected("missing_field", f"field '{name}' is missing")
     types = [sub.validator for sub in error.context or []]
+    if error.validator == "anyOf" and types and all(t == "required" for t in types):
+        names = " or ".join(f"'{_field(sub)}'" for sub in error.context or [])
+        return Rejected("missing_field", f"field {names} is missing")
     if error.validator == "type" or (types and all(t == "type" for t in types)):
         return Rejected("wrong_type", f"field '{name}' has the wrong type")
     message = str(error.message)

@@ -13,6 +13,7 @@ from scoring.events import EventKind
 from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
+from streams.kafka_clients import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics, declare_topics
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> Service:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings.security),  # None for PLAINTEXT
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,

@@ -38,13 +38,14 @@ def worker() -> None:
         mode.loop.use("uvloop")  # Faust's `-L uvloop`: about 20% more events/s (shared perf notes)
 
     from streams.app import create_app
+    from streams.kafka_clients import KafkaAccessError
     from streams.topics import TopicLayoutError, ensure_topics
 
     try:
         settings = settings_from_env()
         service = create_app(settings)  # validates the rules file before touching Kafka
-        asyncio.run(ensure_topics(settings))
-    except (SettingsError, RulesError, TopicLayoutError) as exc:
+        asyncio.run(ensure_topics(settings))  # refused credentials stop here, within seconds
+    except (SettingsError, RulesError, TopicLayoutError, KafkaAccessError) as exc:
         raise click.ClickException(str(exc)) from None
     from streams.logs import logging_config
 
@@ -57,11 +58,12 @@ def worker() -> None:
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def send(files: tuple[Path, ...]) -> None:
     """Send JSON-lines events to their topics (each line has a "type": web_visit, email_event, ...)."""
+    from streams.kafka_clients import KafkaAccessError
     from streams.sending import send_files
 
     try:
         counts = asyncio.run(send_files(settings_from_env(), files or (Path("/dev/stdin"),)))
-    except (SettingsError, ValueError) as exc:
+    except (SettingsError, ValueError, KafkaAccessError) as exc:
         raise click.ClickException(str(exc)) from None
     for topic, count in sorted(counts.items()):
         click.echo(f"{count:>8} events -> {topic}")
@@ -130,10 +132,11 @@ def demo_traffic(leads_per_minute: int, duration: float, seed: int | None) -> No
     Journeys unfold on the service clock: set LEADSCORE_CLOCK_SPEED and LEADSCORE_CLOCK_EPOCH_MS to
     the worker's values, or they take real weeks."""
     from streams.demo_traffic import produce_traffic
+    from streams.kafka_clients import KafkaAccessError
 
     try:
         sent = asyncio.run(produce_traffic(settings_from_env(), leads_per_minute, duration, seed))
-    except SettingsError as exc:
+    except (SettingsError, KafkaAccessError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         sent = -1
@@ -213,7 +216,12 @@ def replay(
         raise click.ClickException(str(exc)) from None
     baseline = _rules_or_fail(baseline_rules or settings.rules_file)
     if from_topics:
-        records = asyncio.run(read_topics(settings))
+        from streams.kafka_clients import KafkaAccessError
+
+        try:
+            records = asyncio.run(read_topics(settings))
+        except KafkaAccessError as exc:
+            raise click.ClickException(str(exc)) from None
         counts = Counter(record.topic for record in records)
         read = ", ".join(f"{topic} {count:,}" for topic, count in sorted(counts.items()))
         click.echo(f"read from {settings.bootstrap}: {read or 'nothing'}\n")

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.clock import Clock
 from streams.demo_traffic import produce_traffic
+from streams.kafka_clients import client_options
 from streams.local_kafka import LocalKafka, LocalKafkaConfig, LocalKafkaError, port_in_use, tail
 from streams.settings import PREFIX, Settings, SettingsError, settings_from_env
 from streams.synthetic import DAY_MS, TimedEvent
@@ -293,7 +294,7 @@ async def watch_outputs(settings: Settings, stats: Stats) -> None:
     consumer = AIOKafkaConsumer(
         topics.mql_handoff,
         topics.lead_nurture,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from scoring.events import EventKind
 from streams.clock import Clock
+from streams.kafka_clients import client_options
 from streams.settings import Settings
 from streams.synthetic import TimedEvent, journey, lead_id_for
 from streams.topics import ensure_topics
@@ -93,7 +94,7 @@ async def produce_traffic(
     topics: dict[EventKind, str] = {kind: topic for topic, kind in settings.topics.inbound().items()}
     rng = random.Random(seed)
     schedule = _Schedule(rng, salt=rng.getrandbits(24))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, acks="all")
     await producer.start()
     sent = 0
     try:

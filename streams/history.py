@@ -68,8 +68,11 @@ async def read_topics(settings: Settings, timeout_s: float = 60.0) -> list[Input
     partitions = [
         TopicPartition(topic, p) for topic, count in (await _partition_counts(settings)).items() for p in range(count)
     ]
+    from streams.kafka_clients import check_connection, client_options
+
+    await check_connection(settings)  # refused credentials: a clear error, not a hang
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # "latest" could win a race with seek_to_beginning and read nothing
@@ -108,7 +111,9 @@ async def _partition_counts(settings: Settings) -> dict[str, int]:
     """The partition count of each existing inbound topic."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15000)
+    from streams.kafka_clients import client_options
+
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

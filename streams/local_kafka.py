@@ -33,6 +33,10 @@ from aiokafka.client import (  # type: ignore[import-untyped, unused-ignore]
     CoordinationType,
 )
 
+from streams.kafka_clients import security_options
+from streams.local_kafka_security import BrokerSecurity, BrokerSecurityError
+from streams.settings import KafkaSecurity
+
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
 POM_FILE = DEPLOY_DIR / "pom.xml"
 LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.yaml"
@@ -86,6 +90,7 @@ class LocalKafkaConfig:
     state_dir: Path
     heap: str
     start_timeout_s: float
+    sasl_ssl: bool  # the client listener is SASL_SSL with SCRAM-SHA-512 (streams/local_kafka_security.py)
 
     def __init__(
         self,
@@ -97,6 +102,7 @@ class LocalKafkaConfig:
         state_dir: Path | None = None,
         heap: str = "1g",
         start_timeout_s: float = 90.0,
+        sasl_ssl: bool = False,
     ) -> None:
         version = version or pinned_version()
         controller_port = controller_port or default_controller_port(port)
@@ -114,6 +120,7 @@ class LocalKafkaConfig:
             "state_dir": (state_dir or cache_root() / f"broker-{port}").expanduser().absolute(),
             "heap": heap,
             "start_timeout_s": start_timeout_s,
+            "sasl_ssl": sasl_ssl,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -121,6 +128,11 @@ class LocalKafkaConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def listener(self) -> str:
+        """The client listener's security protocol."""
+        return "SASL_SSL" if self.sasl_ssl else "PLAINTEXT"
 
 
 @dataclass(frozen=True)
@@ -149,11 +161,15 @@ class StartResult:
     pid: int
     log_file: Path
     elapsed_s: float
+    client_env: Path | None = None  # SASL_SSL: the LEADSCORE_* settings of its client user
 
     def describe(self) -> str:
         verb = "was already running" if self.already_running else "is running"
         took = "" if self.already_running else f", ready in {self.elapsed_s:.1f} s"
-        return f"Apache Kafka {self.version} {verb} on {self.address} (pid {self.pid}, log {self.log_file}{took})"
+        text = f"Apache Kafka {self.version} {verb} on {self.address} (pid {self.pid}, log {self.log_file}{took})"
+        if self.client_env is not None:
+            text += f"\nSASL_SSL (SCRAM-SHA-512); clients: set -a; . {self.client_env}; set +a"
+        return text
 
 
 def parse_java_version(text: str) -> int:
@@ -193,15 +209,24 @@ def find_maven() -> str:
     return mvn
 
 
-def render_properties(config: LocalKafkaConfig, template: Path = PROPERTIES_TEMPLATE) -> str:
-    """``server.properties`` for a single KRaft broker+controller node."""
-    return Template(template.read_text(encoding="utf-8")).substitute(
+def render_properties(
+    config: LocalKafkaConfig, template: Path = PROPERTIES_TEMPLATE, security: BrokerSecurity | None = None
+) -> str:
+    """``server.properties`` for a single KRaft broker+controller node (with ``security``'s SASL_SSL
+    settings appended when the config asks for SASL_SSL)."""
+    text = Template(template.read_text(encoding="utf-8")).substitute(
         node_id=NODE_ID,
         host=config.host,
         port=config.port,
         controller_port=config.controller_port,
         log_dirs=config.state_dir / "data",
+        listener=config.listener,
     )
+    if config.sasl_ssl:
+        if security is None:
+            raise LocalKafkaError("a SASL_SSL broker needs its security files")
+        text += security.properties()
+    return text
 
 
 def new_cluster_id() -> str:
@@ -235,9 +260,10 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-async def probe(bootstrap: str, timeout_s: float) -> None:
+async def probe(bootstrap: str, timeout_s: float, security: KafkaSecurity | None = None) -> None:
     """Raise unless the broker returns metadata and a group coordinator."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    options = security_options(security or KafkaSecurity())
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options)
     try:
         async with asyncio.timeout(timeout_s):
             await client.bootstrap()
@@ -291,6 +317,15 @@ class LocalKafka:
     @property
     def data_dir(self) -> Path:
         return self.config.state_dir / "data"
+
+    @property
+    def security(self) -> BrokerSecurity:
+        """The SASL_SSL files (CA, broker certificate, passwords) of this state dir."""
+        return BrokerSecurity(self.config.state_dir / "security")
+
+    def client_security(self) -> KafkaSecurity:
+        """How a client connects to this broker: PLAINTEXT, or SASL_SSL as the client user."""
+        return self.security.client_security() if self.config.sasl_ssl else KafkaSecurity()
 
     def is_installed(self) -> bool:
         return (self.libs_dir / f"kafka_2.13-{self.config.version}.jar").is_file()
@@ -367,6 +402,7 @@ class LocalKafka:
         with self._locked():
             current = self.status()
             if current.running and current.pid is not None:
+                self._check_listener()
                 self._wait_ready(current.pid, time.monotonic())
                 return StartResult(
                     already_running=True,
@@ -375,6 +411,7 @@ class LocalKafka:
                     pid=current.pid,
                     log_file=self.log_file,
                     elapsed_s=time.monotonic() - begin,
+                    client_env=self._client_env(),
                 )
             self.pid_file.unlink(missing_ok=True)
             java = find_java()
@@ -386,9 +423,15 @@ class LocalKafka:
                         f"process, not by the broker recorded in {self.config.state_dir}; stop "
                         "it or choose another port (--port or LEADSCORE_KAFKA_PORT)"
                     )
-            self.properties_file.write_text(render_properties(self.config), encoding="utf-8")
-            if not (self.data_dir / "meta.properties").is_file():
-                self._format(java)
+            formatted = (self.data_dir / "meta.properties").is_file()
+            security = self._prepare_security(formatted)
+            # 0600: with SASL_SSL it holds the broker's own password.
+            self.properties_file.unlink(missing_ok=True)
+            fd = os.open(self.properties_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(render_properties(self.config, security=security))
+            if not formatted:
+                self._format(java, security)
             pid = self._spawn(java)
             self._wait_ready(pid, time.monotonic())
             return StartResult(
@@ -398,6 +441,40 @@ class LocalKafka:
                 pid=pid,
                 log_file=self.log_file,
                 elapsed_s=time.monotonic() - begin,
+                client_env=self._client_env(),
+            )
+
+    def _client_env(self) -> Path | None:
+        return self.security.client_env_file if self.config.sasl_ssl else None
+
+    def _prepare_security(self, formatted: bool) -> BrokerSecurity | None:
+        """SASL_SSL: the security files, created with the storage (SCRAM users exist only from format)."""
+        if not self.config.sasl_ssl:
+            return None
+        security = self.security
+        if not formatted:
+            security.create(self.config.host, self.config.address)
+        elif not security.exists():
+            raise LocalKafkaError(
+                f"{self.data_dir} was formatted without SASL_SSL users (no {security.directory}); "
+                "start it without --sasl-ssl, or use another --state-dir"
+            )
+        try:
+            security.secrets()  # readable now, so later reads do not fail half-way through start-up
+        except BrokerSecurityError as exc:
+            raise LocalKafkaError(str(exc)) from None
+        return security
+
+    def _check_listener(self) -> None:
+        """Refuse to report a running broker whose client listener is not the one asked for."""
+        try:
+            running = str(json.loads(self.info_file.read_text()).get("listener", "PLAINTEXT"))
+        except (OSError, ValueError):
+            return
+        if running != self.config.listener:
+            raise LocalKafkaError(
+                f"the broker on {self.config.address} runs a {running} listener, not {self.config.listener}; "
+                "stop it first or use another --port and --state-dir"
             )
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -428,7 +505,8 @@ class LocalKafka:
             *args,
         ]
 
-    def _format(self, java: str) -> None:
+    def _format(self, java: str, security: BrokerSecurity | None = None) -> None:
+        scram = security.scram_arguments() if security is not None else []
         cmd = self._java_cmd(
             java,
             "kafka.tools.StorageTool",
@@ -437,12 +515,14 @@ class LocalKafka:
             new_cluster_id(),
             "-c",
             str(self.properties_file),
+            *scram,
         )
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
-            raise LocalKafkaError(
-                f"formatting {self.data_dir} failed (exit {out.returncode}):\n{(out.stdout + out.stderr).strip()}"
-            )
+            output = (out.stdout + out.stderr).strip()
+            for secret in security.secrets() if security is not None else []:
+                output = output.replace(secret, "***")
+            raise LocalKafkaError(f"formatting {self.data_dir} failed (exit {out.returncode}):\n{output}")
 
     def _spawn(self, java: str) -> int:
         cmd = self._java_cmd(java, "kafka.Kafka", str(self.properties_file))
@@ -461,6 +541,7 @@ class LocalKafka:
             "version": self.config.version,
             "address": self.config.address,
             "controller_port": self.config.controller_port,
+            "listener": self.config.listener,
             "pid": pid,
             "started_at": time.time(),
         }
@@ -484,7 +565,7 @@ class LocalKafka:
             if self._accepts(min(remaining, 1.0)):
                 try:
                     with _quiet("aiokafka"):
-                        asyncio.run(probe(self.config.address, min(remaining, 10.0)))
+                        asyncio.run(probe(self.config.address, min(remaining, 10.0), self.client_security()))
                     return
                 except Exception as exc:  # Any failure means: not ready yet.
                     last_error = f"{type(exc).__name__}: {exc}"
@@ -539,9 +620,9 @@ _state_dir_option = click.option(
 )
 
 
-def _broker(port: int, state_dir: Path | None, timeout: float = 90.0) -> LocalKafka:
+def _broker(port: int, state_dir: Path | None, timeout: float = 90.0, sasl_ssl: bool = False) -> LocalKafka:
     try:
-        return LocalKafka(LocalKafkaConfig(port=port, state_dir=state_dir, start_timeout_s=timeout))
+        return LocalKafka(LocalKafkaConfig(port=port, state_dir=state_dir, start_timeout_s=timeout, sasl_ssl=sasl_ssl))
     except LocalKafkaError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -555,10 +636,16 @@ def kafka_cli() -> None:
 @_port_option
 @_state_dir_option
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait.")
-def start(port: int, state_dir: Path | None, timeout: float) -> None:
+@click.option(
+    "--sasl-ssl",
+    is_flag=True,
+    help="Client listener SASL_SSL with SCRAM-SHA-512: a test CA, a broker certificate and the users "
+    "'admin' and 'leadscore' are created in STATE_DIR/security (0600) when the storage is first formatted.",
+)
+def start(port: int, state_dir: Path | None, timeout: float, sasl_ssl: bool) -> None:
     """Start the broker (resolving its jars on first use) and wait until it answers."""
     try:
-        click.echo(_broker(port, state_dir, timeout).start().describe())
+        click.echo(_broker(port, state_dir, timeout, sasl_ssl).start().describe())
     except LocalKafkaError as exc:
         raise click.ClickException(str(exc)) from exc
 

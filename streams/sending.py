@@ -5,6 +5,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from streams.history import read_jsonl
+from streams.kafka_clients import client_options
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -18,7 +19,7 @@ async def send_files(settings: Settings, files: tuple[Path, ...]) -> dict[str, i
             raise ValueError(f"event {record.offset + 1} of the input: 'lead_id' must be a non-empty string")
         messages.append((topics[record.kind], record.key, record.value))
     await ensure_topics(settings)  # never let the broker auto-create a topic with the wrong partitions
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
     await producer.start()
     counts: dict[str, int] = {}
     try:

@@ -48,6 +48,104 @@ class TopicNames:
         return [getattr(self, f.name) for f in fields(self)]
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client connects (streams/kafka_clients.py); the password is never in the repr."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    sasl_mechanism: str = ""  # SCRAM-SHA-512 (the default with SASL), SCRAM-SHA-256 or PLAIN
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: Path | None = None  # where the password was read from, if from a file
+    cafile: Path | None = None  # CA certificates of the brokers (default: the system's)
+    certfile: Path | None = None  # client certificate (mutual TLS), optionally with its key
+    keyfile: Path | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+    def describe(self) -> str:
+        """E.g. ``SASL_SSL (SCRAM-SHA-512, user 'leadscore')``: for messages, never with the password."""
+        return f"{self.protocol} ({self.sasl_mechanism}, user {self.username!r})" if self.sasl else self.protocol
+
+
+def _kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    """LEADSCORE_SECURITY_PROTOCOL, LEADSCORE_SASL_* and LEADSCORE_SSL_*; a password from both the
+    variable and a file is refused (which one is meant is not guessed)."""
+
+    def value(name: str) -> str:
+        return env.get(PREFIX + name, "").strip()
+
+    protocol = (value("SECURITY_PROTOCOL") or "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"{PREFIX}SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, got {protocol!r}"
+        )
+    sasl_names = ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD", "SASL_PASSWORD_FILE")
+    ssl_names = ("SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE")
+    plain = KafkaSecurity(protocol=protocol)
+    for names, used, wanted in (
+        (sasl_names, plain.sasl, "SASL_SSL or SASL_PLAINTEXT"),
+        (ssl_names, plain.tls, "SSL or SASL_SSL"),
+    ):
+        stray = [PREFIX + name for name in names if value(name)]
+        if stray and not used:  # e.g. a forgotten LEADSCORE_SECURITY_PROTOCOL
+            raise SettingsError(f"{stray[0]} is set but {PREFIX}SECURITY_PROTOCOL is {protocol}, not {wanted}")
+    files: dict[str, Path | None] = {}
+    for name in ssl_names:
+        path = Path(value(name)) if value(name) else None
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{PREFIX}{name}: no such file {path}")
+        files[name] = path
+    if files["SSL_KEYFILE"] and not files["SSL_CERTFILE"]:
+        raise SettingsError(f"{PREFIX}SSL_KEYFILE needs {PREFIX}SSL_CERTFILE (the client certificate)")
+    security = KafkaSecurity(
+        protocol=protocol, cafile=files["SSL_CAFILE"], certfile=files["SSL_CERTFILE"], keyfile=files["SSL_KEYFILE"]
+    )
+    if not security.sasl:
+        return security
+    mechanism = (value("SASL_MECHANISM") or "SCRAM-SHA-512").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise SettingsError(f"{PREFIX}SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}")
+    username = value("SASL_USERNAME")
+    if not username:
+        raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={protocol} needs {PREFIX}SASL_USERNAME")
+    password, password_file = env.get(PREFIX + "SASL_PASSWORD", ""), value("SASL_PASSWORD_FILE")
+    if password and password_file:
+        raise SettingsError(f"set {PREFIX}SASL_PASSWORD or {PREFIX}SASL_PASSWORD_FILE, not both")
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SettingsError(f"cannot read {PREFIX}SASL_PASSWORD_FILE {password_file}: {reason}") from None
+        if not password:
+            raise SettingsError(f"{PREFIX}SASL_PASSWORD_FILE {password_file} is empty")
+    elif not password:
+        raise SettingsError(
+            f"{PREFIX}SECURITY_PROTOCOL={protocol} needs {PREFIX}SASL_PASSWORD or {PREFIX}SASL_PASSWORD_FILE"
+        )
+    return KafkaSecurity(
+        protocol=protocol,
+        sasl_mechanism=mechanism,
+        username=username,
+        password=password,
+        password_file=Path(password_file) if password_file else None,
+        cafile=security.cafile,
+        certfile=security.certfile,
+        keyfile=security.keyfile,
+    )
+
+
 @dataclass(frozen=True)
 class IdentitySettings:
     """How anonymous visits and e-mail events wait for their lead (agents/identity.py)."""
@@ -148,6 +246,7 @@ class Settings:
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
 
     @property
@@ -224,5 +323,6 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
         identity=_identity_settings(env),
+        security=_kafka_security(env),
         collector=_collector_settings(env),
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.kafka_clients import check_connection, client_options
 from streams.settings import Settings
 
 
@@ -61,8 +62,9 @@ def _configs(settings: Settings, name: str) -> dict[str, str]:
 async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
     """Create missing topics with the configured partition count; refuse an existing inbound or
     tick topic whose partition count differs (it would not co-partition with the lead table).
-    Returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15000)
+    Returns the names created. Refused credentials fail at once (streams/kafka_clients.py)."""
+    await check_connection(settings, timeout_s)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:

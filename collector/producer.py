@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.kafka_clients import client_options
 from streams.settings import Settings
 
 __all__ = ["Outgoing", "Producer", "Unavailable", "create_producer"]
@@ -25,7 +26,7 @@ class Unavailable(Exception):
 def create_producer(settings: Settings) -> AIOKafkaProducer:
     """The aiokafka producer of the collector (the one place its client options are set)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),  # bootstrap servers and LEADSCORE_SECURITY_PROTOCOL etc.
         client_id="leadscore-collector",
         acks="all",
         enable_idempotence=True,

@@ -57,6 +57,11 @@ class CollectorMetrics:
             ["event_type"],
             registry=r,
         )
+        self.webhook_duplicates = Counter(
+            "leadscore_collector_webhook_duplicates",
+            "Webhook events this process had already sent (a retried call), not sent again.",
+            registry=r,
+        )
         self.produce_failures = Counter(
             "leadscore_collector_produce_failures",
             "Events the broker did not acknowledge in time, by source (the pixel still answers its GIF).",

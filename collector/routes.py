@@ -17,6 +17,7 @@ from collector.metrics import CollectorMetrics
 from collector.pixel import ANON_COOKIE, GIF, NO_CACHE, TOKEN_COOKIE, do_not_track, new_anonymous_id, visit_event
 from collector.producer import Outgoing, Producer, Unavailable
 from collector.ratelimit import RateLimiter
+from collector.recent import RecentIds
 from collector.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -65,6 +66,7 @@ class Collector:
         topics = settings.topics
         self.topics = {kind: topic for topic, kind in topics.inbound().items()}
         self.identities = topics.identities
+        self.recent_webhook_ids = RecentIds()
 
     def routes(self) -> list[web.RouteDef]:
         """Every route of the collector."""
@@ -306,7 +308,14 @@ class Collector:
         kinds: list[str] = []
         rejected: list[dict[str, Any]] = []
         ignored = 0
+        sent_ids: list[str] = []
+        duplicates = 0
         for index, event in enumerate(data):
+            event_id = event.get("sg_event_id") if isinstance(event, dict) else None
+            if isinstance(event_id, str) and event_id in self.recent_webhook_ids:
+                self.metrics.webhook_duplicates.inc()  # a retried call: already on Kafka
+                duplicates += 1
+                continue
             result = map_event(event)
             if isinstance(result, Ignored):
                 ignored += 1
@@ -317,15 +326,19 @@ class Collector:
             elif isinstance(result, IdentityRecord):
                 records.append((self.identities, result.key, result.value))
                 kinds.append("email_identity")
+                sent_ids.append(str(event_id))
             else:
                 assert isinstance(result, Accepted)
                 records.append((self.topics[result.kind], result.key, result.value))
                 kinds.append(result.kind.value)
+                sent_ids.append(str(event_id))
         if not await self._produce("sendgrid", records, kinds):
             return _problem(
                 503, "unavailable", "the Kafka cluster did not acknowledge; retry later", {"Retry-After": "5"}
             )
-        return _json({"accepted": len(records), "ignored": ignored, "rejected": rejected}, 200)
+        self.recent_webhook_ids.add(sent_ids)
+        answer = {"accepted": len(records), "duplicates": duplicates, "ignored": ignored, "rejected": rejected}
+        return _json(answer, 200)
 
     # -- probes and metrics --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.collector import CollectorProcess
 from tests.integration.kafka import bootstrap_from_env, docker_answers
 from tests.integration.worker import WorkerProcess
 
@@ -60,3 +61,24 @@ def worker_factory(bootstrap: str, names: str, tmp_path: Path) -> Iterator[Calla
     for worker in started:
         if worker.process is not None:
             worker.stop()
+
+
+@pytest.fixture
+def collector_factory(bootstrap: str, names: str, tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
+    """Start collectors on the test's topics (``leadscore collect``); stopped after the test."""
+    started: list[CollectorProcess] = []
+
+    def start(index: int = 0, wait_ready: bool = True, **env: str) -> CollectorProcess:
+        base = {
+            "LEADSCORE_BOOTSTRAP": bootstrap,
+            "LEADSCORE_TOPIC_PREFIX": names,
+            "LEADSCORE_PARTITIONS": "4",
+        }
+        collector = CollectorProcess(env={**base, **env}, log_path=tmp_path / f"collector-{index}.log")
+        started.append(collector)
+        return collector.start(wait_ready=wait_ready)
+
+    yield start
+    for collector in started:
+        if collector.process is not None:
+            collector.stop()

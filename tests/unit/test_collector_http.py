@@ -241,7 +241,7 @@ async def test_sendgrid_signature_is_checked_when_a_key_is_set() -> None:
     async with TestClient(TestServer(build_app(config, producer=producer))) as http:
         good = await http.post("/webhooks/sendgrid", data=SG_PAYLOAD, headers=headers)
         assert good.status == 200
-        assert await good.json() == {"accepted": 0, "ignored": 1, "rejected": []}  # a "dropped" event
+        assert await good.json() == {"accepted": 0, "duplicates": 0, "ignored": 1, "rejected": []}  # a "dropped" event
         tampered = await http.post("/webhooks/sendgrid", data=SG_PAYLOAD.replace(b"dropped", b"open"), headers=headers)
         assert tampered.status == 401
         unsigned = await http.post("/webhooks/sendgrid", data=SG_PAYLOAD)

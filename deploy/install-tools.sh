@@ -8,6 +8,10 @@
 #   a real worker in tests/integration/test_prometheus.py. The package's own service is never
 #   started (policy-rc.d), and is stopped should it be running anyway.
 #
+# - chromium (Debian's): a real browser opens deploy/collector-page.html and fires the collector's
+#   pixel in tests/integration/test_collector_browser.py (headless, kept off the network by flags).
+# - wrk (Debian's): drives the collector in the collector part of `leadscore bench`.
+#
 # The Kubernetes manifests are validated by the `kubernetes-validate` Python package (the
 # Kubernetes JSON schemas inside its wheel, no download at test time), installed with `.[dev]`.
 set -euo pipefail
@@ -73,3 +77,22 @@ else
 fi
 log "$(promtool --version 2>&1 | head -n 1)"
 log "$(prometheus --version 2>&1 | head -n 1)"
+
+# chromium and wrk: plain Debian packages without services.
+missing_packages=()
+command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium)
+command -v wrk >/dev/null 2>&1 || missing_packages+=(wrk)
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 ||
+    die "${missing_packages[*]} not on PATH and there is no apt-get here; install them by hand"
+  export DEBIAN_FRONTEND=noninteractive
+  log "apt-get install ${missing_packages[*]}"
+  if ! as_root apt-get install -y -q --no-install-recommends "${missing_packages[@]}"; then
+    log "install failed; refreshing the package lists and trying again"
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends "${missing_packages[@]}" ||
+      die "apt-get install ${missing_packages[*]} failed"
+  fi
+fi
+log "$(chromium --version 2>/dev/null | head -n 1)"
+log "$(wrk --version 2>&1 | head -n 1)"

@@ -181,6 +181,9 @@ class CollectorSettings:
     cookie_domain: str = ""  # e.g. ".example.com" when the collector runs on a subdomain of the site
     cookie_secure: bool = False  # mark cookies Secure (the collector is served over HTTPS)
     produce_timeout_s: float = 10.0  # a request waits this long for the broker, then 503
+    # The origin of a page allowed to read a worker's /leads/{id} from a browser (the demo page's
+    # live score), sent as Access-Control-Allow-Origin by the worker; empty: none.
+    worker_cors_origin: str = ""
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -217,6 +220,7 @@ def _collector_settings(env: Mapping[str, str]) -> CollectorSettings:
         cookie_domain=env.get(PREFIX + "COLLECTOR_COOKIE_DOMAIN", defaults.cookie_domain),
         cookie_secure=_flag(env, "COLLECTOR_COOKIE_SECURE", defaults.cookie_secure),
         produce_timeout_s=_number(env, "COLLECTOR_PRODUCE_TIMEOUT", defaults.produce_timeout_s, 0.1),
+        worker_cors_origin=env.get(PREFIX + "WORKER_CORS_ORIGIN", defaults.worker_cors_origin).strip(),
     )
 
 
@@ -246,6 +250,7 @@ class Settings:
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
 
@@ -323,6 +328,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
         identity=_identity_settings(env),
+        collector=_collector_settings(env),
         security=_kafka_security(env),
         collector=_collector_settings(env),
     )

@@ -65,9 +65,11 @@ def register_views(service: "Service") -> None:
     @app.page("/leads/{lead_id}")  # type: ignore[untyped-decorator]
     @app.table_route(table=service.leads, match_info="lead_id")  # type: ignore[untyped-decorator]
     async def lead(web: Any, request: Any, lead_id: str) -> Any:
+        origin = service.settings.collector.worker_cors_origin  # the demo page's live score
+        cors = {"Access-Control-Allow-Origin": origin} if origin else None
         raw = service.leads.get(lead_id.encode())
         if raw is None:
-            return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404)
+            return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404, headers=cors)
         state = decode_state(raw)
         now_ms = service.clock.now_ms()
         score = service.scorer.score_at(state, now_ms)
@@ -92,5 +94,6 @@ def register_views(service: "Service") -> None:
                 "due_for_nurture_ms": state.due_at,
                 "as_of_ms": now_ms,
                 "rules_version": service.scorer.rules.version,
-            }
+            },
+            headers=cors,
         )

@@ -250,7 +250,6 @@ class Settings:
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
     identity: IdentitySettings = field(default_factory=IdentitySettings)
-    collector: CollectorSettings = field(default_factory=CollectorSettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
 
@@ -328,7 +327,6 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
         identity=_identity_settings(env),
-        collector=_collector_settings(env),
         security=_kafka_security(env),
         collector=_collector_settings(env),
     )

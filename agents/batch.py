@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from agents.dead_letters import DeadLetterBlocked
 from agents.output import apply_result, load_states, send_outputs
 from scoring.engine import BatchResult, InputRecord
 from scoring.outputs import DeadLetter
@@ -24,6 +25,8 @@ async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> No
     try:
         async with service.partition_lock(tp.partition):
             await _score(service, tp, records)
+    except DeadLetterBlocked:
+        raise  # stopping while the dead-letter topic refuses records: the batch is not acked
     except Exception as exc:
         service.caches.pop(tp.partition, None)  # states may be half-applied: read them again
         service.metrics.processing_errors.labels("batch").inc()

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agents.dead_letters import send_dead_letters
 from scoring.engine import BatchResult
 from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
@@ -27,8 +28,8 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
 
     MQL and nurture events are awaited until the broker has them; callers write the states only
     afterwards, so a crash in between redelivers the input and the same crossing is sent again
-    under the same event id, never lost. Dead letters go out before the source offset can be
-    committed, since Faust flushes the producer before each commit.
+    under the same event id, never lost. Dead letters are awaited too (agents/dead_letters.py:
+    while the topic refuses them, this waits and the source record is not acked).
     """
     topics, metrics = service.topics, service.metrics
     now_ms = service.clock.now_ms()
@@ -49,13 +50,7 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
     for nurture in result.nurture:
         metrics.nurture_events.labels(nurture.reason).inc()
     metrics.count_funnel(result)
-    for letter in result.dead_letters:
-        await topics.dead_letters.send(
-            key=letter.key,
-            value=orjson.dumps(letter.to_payload(now_ms)),
-            headers=[("leadscore-reason", letter.reason.encode())],
-        )
-        metrics.dead_letters.labels(letter.reason).inc()
+    await send_dead_letters(service, result.dead_letters, now_ms)  # waits while the topic refuses them
     await send_identities(service, result)
 
 

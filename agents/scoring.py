@@ -4,6 +4,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from agents.dead_letters import DeadLetterBlocked
 from agents.output import apply_result, dead_letter, load_states
 from scoring.engine import InputRecord
 
@@ -40,6 +41,8 @@ def register_scoring(service: "Service") -> None:
             try:
                 async with service.partition_lock(message.partition):
                     await score_record(service, message)
+            except DeadLetterBlocked:
+                raise  # stopping while the dead-letter topic refuses records: the record is not acked
             except Exception as exc:
                 # Faust would ack the record and lose it: dead-letter it and go on.
                 service.caches.pop(message.partition, None)

@@ -118,6 +118,11 @@ class Transition:
     rules_version: str  # of the lead's current MQL crossing
 
 
+# Original bytes kept per key and per value in a dead letter: the envelope (the key, and both in
+# base64) stays far below the 1 MB default record limit even for a huge hostile record.
+DEAD_LETTER_MAX_BYTES = 131072
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An input record that could not be scored, with its reason and its original bytes."""
@@ -130,15 +135,26 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
 
+    def record_key(self) -> bytes | None:
+        """The dead-letter record's key: the original key, cut to ``DEAD_LETTER_MAX_BYTES``."""
+        return None if self.key is None else self.key[:DEAD_LETTER_MAX_BYTES]
+
     def to_payload(self, failed_at_ms: int) -> dict[str, Any]:
-        """The envelope sent to the dead-letter topic."""
+        """The envelope sent to the dead-letter topic. A key or value longer than
+        ``DEAD_LETTER_MAX_BYTES`` keeps its first bytes (the detail says so), so that the envelope
+        always fits in a record of the dead-letter topic."""
 
         def b64(data: bytes | None) -> str | None:
-            return None if data is None else base64.b64encode(data).decode()
+            return None if data is None else base64.b64encode(data[:DEAD_LETTER_MAX_BYTES]).decode()
+
+        detail = self.detail
+        for name, data in (("key", self.key), ("value", self.value)):
+            if data is not None and len(data) > DEAD_LETTER_MAX_BYTES:
+                detail += f" ({name} cut to its first {DEAD_LETTER_MAX_BYTES} of {len(data)} bytes)"
 
         return {
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": detail,
             "source_topic": self.topic,
             "source_partition": self.partition,
             "source_offset": self.offset,

@@ -38,6 +38,8 @@ class Service:
     topic_kinds: dict[str, EventKind] = field(default_factory=dict)
     stage_counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Stage})
     recovered: bool = False
+    # Why consumption waits, while the dead-letter topic refuses records (agents/dead_letters.py).
+    dead_letter_blocked: str | None = None
     identities: Any = None  # faust Table: identity key (bytes) -> encoded IdentityState (agents/identity.py)
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)

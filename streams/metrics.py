@@ -114,6 +114,20 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.dead_letter_blocked = Gauge(
+            "leadscore_dead_letter_blocked",
+            "1 while the dead-letter topic refuses records: consumption waits and retries, nothing is skipped.",
+            registry=r,
+        )
+        self.dead_letter_retries = Counter(
+            "leadscore_dead_letter_retries", "Attempts to send dead letters that the broker refused.", registry=r
+        )
+        self.erasures = Counter("leadscore_erasures", "Erasure requests applied (lead state deleted).", registry=r)
+        self.erased_events_dropped = Counter(
+            "leadscore_erased_events_dropped",
+            "Events of an erased lead that occurred before its erasure: dropped, not scored, not dead-lettered.",
+            registry=r,
+        )
 
     def count_funnel(self, result: BatchResult) -> None:
         """Count a scoring result's stage transitions and applied sales feedback."""

@@ -52,14 +52,20 @@ def register_views(service: "Service") -> None:
         # Answering proves the event loop runs; the fetch loop must also go round (it does at
         # least every second when idle), or the worker is stuck and should be restarted.
         age = drain_loop_age(app) if service.settings.consumption == "batch" else None
-        if age is not None and age > LIVENESS_STALL_S:
+        if age is not None and age > LIVENESS_STALL_S and service.dead_letter_blocked is None:
             return web.json({"status": "stalled", "fetch_loop_idle_seconds": round(age, 1)}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")  # type: ignore[untyped-decorator]
     async def readyz(web: Any, request: Any) -> Any:
-        ready = service.recovered and not app.rebalancing
-        body = {"ready": ready, "table_recovered": service.recovered, "rebalancing": bool(app.rebalancing)}
+        ready = service.recovered and not app.rebalancing and service.dead_letter_blocked is None
+        body: dict[str, object] = {
+            "ready": ready,
+            "table_recovered": service.recovered,
+            "rebalancing": bool(app.rebalancing),
+        }
+        if service.dead_letter_blocked is not None:  # a restart does not help: the topic must take records
+            body["reason"] = service.dead_letter_blocked
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/leads/{lead_id}")  # type: ignore[untyped-decorator]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 0.5
-MAX_RETRY_S = 30.0
+MAX_RETRY_S = 10.0
 
 
 class DeadLetterBlocked(RuntimeError):

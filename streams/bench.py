@@ -13,7 +13,9 @@ Parts (each can be skipped with ``--skip``):
   SIGKILLed and restarted with its data dir (time to ready, split into the group's wait for the dead
   member's session and the restore), then stopped cleanly and started on a fresh data dir (a full
   changelog restore);
-- ``decay``: a decay tick over ``--recovery-leads`` leads, 1% due: due index against full scan.
+- ``decay``: a decay tick over ``--recovery-leads`` leads, 1% due: due index against full scan;
+- ``collector``: one ``leadscore collect`` process, pixel and API requests/s (``wrk``), p99 at 50%
+  of each maximum, every accepted event found on Kafka (``streams.bench_collector``).
 
 Every run has its own topic prefix and app ids (``bench-<stamp>``); its topics are deleted at the
 end, worker logs stay in ``var/bench-<stamp>/``. Results: ``<out>/latest.json``, ``latest.md``,
@@ -35,7 +37,7 @@ from typing import Any
 
 import click
 
-PARTS = ("baseline", "leadscore", "latency", "scaling", "recovery", "decay")
+PARTS = ("baseline", "leadscore", "latency", "scaling", "recovery", "decay", "collector")
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
 SCALING_WORKERS = (1, 2, 4)
 OUTPUT_TOPICS = ("mql_handoff", "lead_nurture", "dead_letters", "ticks")  # per group when input is shared
@@ -568,6 +570,10 @@ def _run_parts(ctx: Context) -> None:
     for part, fn in (("recovery", part_recovery), ("decay", part_decay)):
         if opts.runs(part):
             _attempt(ctx, part, fn)
+    if opts.runs("collector"):
+        from streams.bench_collector import part_collector
+
+        _attempt(ctx, "collector", part_collector)
 
 
 def _clean_up(run: Run) -> None:

@@ -239,6 +239,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", _row("target", "goal", "measured", "met"), _row("---", "---", "---", "---")]
     for t in targets(report):
         lines.append(_row(t.name, t.target, t.measured, {True: "yes", False: "no", None: "-"}[t.met]))
+    from streams.bench_collector import markdown_lines
+
+    lines += markdown_lines(report)
     lines += ["", *_other_lines(report)]
     digests = report.get("source_digests") or []
     if len(digests) > 1:

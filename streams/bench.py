@@ -37,6 +37,8 @@ from typing import Any
 
 import click
 
+from streams.kafka_clients import client_options, security_variables
+
 PARTS = ("baseline", "leadscore", "latency", "scaling", "recovery", "decay", "collector")
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
 SCALING_WORKERS = (1, 2, 4)
@@ -76,6 +78,7 @@ class BenchOptions:
     seed: int = 1
     profile: bool = False
     bootstrap: str = DEFAULT_BOOTSTRAP
+    security: Mapping[str, str] = field(default_factory=dict, repr=False)  # not in to_json: may hold a password
 
     def runs(self, part: str) -> bool:
         """Whether a part runs (latency also needs the leadscore run)."""
@@ -109,6 +112,7 @@ class Run:
     bootstrap: str
     run_dir: Path
     errors: dict[str, str] = field(default_factory=dict)
+    security: dict[str, str] = field(default_factory=dict, repr=False)  # LEADSCORE_SECURITY_PROTOCOL, ...
 
     @property
     def name(self) -> str:
@@ -119,6 +123,7 @@ class Run:
         """A worker's ``LEADSCORE_*`` settings: production defaults, the run's names, 8 partitions.
         ``outputs`` suffixes the output and tick topics (a group of its own on shared input)."""
         env = {
+            **self.security,
             "LEADSCORE_BOOTSTRAP": self.bootstrap,
             "LEADSCORE_TOPIC_PREFIX": topic_prefix or f"{self.name}.",
             "LEADSCORE_APP_ID": f"{self.name}-{app}",
@@ -176,9 +181,9 @@ def part_input(ctx: Context) -> None:
     generated = time.monotonic() - began
     _say(f"input: {len(data.records):,} events of {data.leads:,} leads generated in {generated:.1f} s; producing")
     asyncio.run(ensure_topics(settings))
-    asyncio.run(create_topic(settings.bootstrap_servers, f"{ctx.run.name}.baseline-scores", settings.partitions))
+    asyncio.run(create_topic(client_options(settings), f"{ctx.run.name}.baseline-scores", settings.partitions))
     began = time.monotonic()
-    count = asyncio.run(produce(settings.bootstrap_servers, data.records, settings.partitions))
+    count = asyncio.run(produce(client_options(settings), data.records, settings.partitions))
     produced = time.monotonic() - began
     ctx.total = count
     ctx.records = data.records
@@ -279,7 +284,7 @@ def part_leadscore(ctx: Context) -> None:
     rss = peak_rss_bytes(worker.pid)
     time.sleep(CHANGELOG_SETTLE_S)  # the last batch's changelog records are awaited after the count
     changelog = asyncio.run(
-        end_offsets_sum(settings_of(env).bootstrap_servers, f"{env['LEADSCORE_APP_ID']}-leads-changelog", 8)
+        end_offsets_sum(client_options(settings_of(env)), f"{env['LEADSCORE_APP_ID']}-leads-changelog", 8)
     )
     base = ctx.report.get("baseline", {}).get("events_per_s")
     ctx.report["leadscore"] = {
@@ -387,7 +392,7 @@ def _scaling_run(ctx: Context, count: int) -> dict[str, Any]:
         inbound = dict(zip(settings_of(ctx.run.env("main")).topics.inbound(), settings.topics.inbound(), strict=True))
         records = (Record(inbound[r.topic], r.key, r.value) for r in ctx.records)
         produced = time.monotonic()
-        asyncio.run(produce(settings.bootstrap_servers, records, settings.partitions))
+        asyncio.run(produce(client_options(settings), records, settings.partitions))
         produced = time.monotonic() - produced
         start = sample(workers)
         result = measure_catch_up(
@@ -452,7 +457,7 @@ def part_recovery(ctx: Context) -> None:
     asyncio.run(ensure_topics(settings))
     _say(f"recovery: producing {leads:,} profile events")
     records = profile_records(leads, int(time.time() * 1000), settings.topics.lead_profiles)
-    asyncio.run(produce(settings.bootstrap_servers, records, settings.partitions))
+    asyncio.run(produce(client_options(settings), records, settings.partitions))
     logs = ctx.run.run_dir
     builder = Worker("rec-build", env, logs / "rec-build.log").start()
     try:
@@ -462,7 +467,7 @@ def part_recovery(ctx: Context) -> None:
     finally:
         builder.stop(signal.SIGKILL)
     changelog = asyncio.run(
-        end_offsets_sum(settings.bootstrap_servers, f"{env['LEADSCORE_APP_ID']}-leads-changelog", settings.partitions)
+        end_offsets_sum(client_options(settings), f"{env['LEADSCORE_APP_ID']}-leads-changelog", settings.partitions)
     )
     _say(f"recovery: {leads:,} leads built at {built.events_per_s:,.0f}/s; {changelog:,} changelog messages; killed")
     same = _restart(Worker("rec-same", env, logs / "rec-same.log"), signal.SIGTERM)
@@ -580,7 +585,7 @@ def _clean_up(run: Run) -> None:
     from streams.bench_kafka import delete_topics
 
     try:
-        deleted = asyncio.run(delete_topics([s.strip() for s in run.bootstrap.split(",")], run.name))
+        deleted = asyncio.run(delete_topics(client_options(settings_of(run.env("main"))), run.name))
         _say(f"deleted {len(deleted)} topics {run.name}*")
     except Exception as exc:
         _say(f"could not delete the run's topics: {type(exc).__name__}: {exc}")
@@ -639,7 +644,7 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[Path], int]:
 
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # leader elections of new topics are retried
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    run = Run(stamp, options.bootstrap, (Path("var") / f"bench-{stamp}").resolve())
+    run = Run(stamp, options.bootstrap, (Path("var") / f"bench-{stamp}").resolve(), security=dict(options.security))
     run.run_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     report: dict[str, Any] = {"run": run.name, "started_at": stamp, "options": options.to_json(), "machine": machine()}
@@ -694,7 +699,10 @@ def bench_command(
     if min(leads, events, recovery_leads) <= 0 or latency_seconds <= 0:
         raise click.BadParameter("sizes and --latency-seconds must be positive")
     bootstrap = os.environ.get("LEADSCORE_BOOTSTRAP", DEFAULT_BOOTSTRAP)
-    options = BenchOptions(leads, events, recovery_leads, latency_seconds, skipped, out, seed, profile, bootstrap)
+    security = security_variables(os.environ)  # handed to the run's clients and workers, never reported
+    options = BenchOptions(
+        leads, events, recovery_leads, latency_seconds, skipped, out, seed, profile, bootstrap, security
+    )
     try:
         report, written, code = run_bench(options)
     except BenchError as exc:

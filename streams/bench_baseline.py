@@ -14,7 +14,8 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,13 +32,14 @@ def points(value: bytes) -> int:
 
 
 async def run_loop(
-    bootstrap: list[str], topics: Sequence[str], output: str, total: int, group: str
+    client: Mapping[str, Any], topics: Sequence[str], output: str, total: int, group: str
 ) -> dict[str, float]:
-    """Consume ``total`` records and return the first and last samples."""
+    """Consume ``total`` records and return the first and last samples (``client``: bootstrap servers
+    and security, as :func:`streams.kafka_clients.client_options` gives them)."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=True
+        *topics, **client, group_id=group, auto_offset_reset="earliest", enable_auto_commit=True
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client, acks="all")
     await consumer.start()
     await producer.start()
     scores: dict[bytes, int] = {}
@@ -87,8 +89,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         import uvloop
 
         uvloop.install()
+    from streams.kafka_clients import security_options
+    from streams.settings import settings_from_env
+
     bootstrap = [s.strip() for s in args.bootstrap.split(",")]
-    result = asyncio.run(run_loop(bootstrap, args.topics.split(","), args.output, args.total, args.group))
+    client = {"bootstrap_servers": bootstrap, **security_options(settings_from_env().security)}
+    result = asyncio.run(run_loop(client, args.topics.split(","), args.output, args.total, args.group))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

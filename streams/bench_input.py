@@ -8,7 +8,7 @@ producer, so input production is not what limits a run.
 
 import asyncio
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,11 +186,10 @@ class JourneyStream:
 # -- producing ---------------------------------------------------------------------------------------
 
 
-def new_producer(bootstrap: list[str]) -> AIOKafkaProducer:
-    """A producer for the batch API: large batches, acks from all replicas."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_batch_size=MAX_BATCH_BYTES, max_request_size=4 * MAX_BATCH_BYTES
-    )
+def new_producer(client: Mapping[str, Any]) -> AIOKafkaProducer:
+    """A producer for the batch API: large batches, acks from all replicas. ``client`` is
+    :func:`streams.kafka_clients.client_options` (bootstrap servers and security)."""
+    return AIOKafkaProducer(**client, acks="all", max_batch_size=MAX_BATCH_BYTES, max_request_size=4 * MAX_BATCH_BYTES)
 
 
 class BatchSender:
@@ -240,9 +239,9 @@ class BatchSender:
         await asyncio.gather(*futures)
 
 
-async def produce(bootstrap: list[str], records: Iterable[Record], partitions: int) -> int:
+async def produce(client: Mapping[str, Any], records: Iterable[Record], partitions: int) -> int:
     """Produce records (keyed, Kafka's default partitioning) and wait for all; return the count."""
-    producer = new_producer(bootstrap)
+    producer = new_producer(client)
     await producer.start()
     count = 0
     try:

@@ -1,12 +1,16 @@
-"""Broker-side helpers of the benchmark: create a topic, sum a topic's end offsets, delete a run's topics."""
+"""Broker-side helpers of the benchmark: create a topic, sum a topic's end offsets, delete a run's topics.
+``client`` is :func:`streams.kafka_clients.client_options` (bootstrap servers and security)."""
+
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
-async def create_topic(bootstrap: list[str], name: str, partitions: int) -> None:
+async def create_topic(client: Mapping[str, Any], name: str, partitions: int) -> None:
     """Create a topic unless it exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**client, request_timeout_ms=15000)
     await admin.start()
     try:
         if name not in set(await admin.list_topics()):
@@ -15,10 +19,10 @@ async def create_topic(bootstrap: list[str], name: str, partitions: int) -> None
         await admin.close()
 
 
-async def end_offsets_sum(bootstrap: list[str], topic: str, partitions: int) -> int:
+async def end_offsets_sum(client: Mapping[str, Any], topic: str, partitions: int) -> int:
     """The sum of the end offsets of a topic's ``partitions`` partitions (its message count if nothing
     was deleted)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
@@ -27,9 +31,9 @@ async def end_offsets_sum(bootstrap: list[str], topic: str, partitions: int) -> 
         await consumer.stop()
 
 
-async def delete_topics(bootstrap: list[str], prefix: str) -> list[str]:
+async def delete_topics(client: Mapping[str, Any], prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; return their names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**client, request_timeout_ms=30000)
     await admin.start()
     try:
         names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))

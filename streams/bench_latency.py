@@ -23,6 +23,7 @@ from scoring.engine import Scorer
 from scoring.events import EventKind
 from streams.bench_input import BatchSender, JourneyStream, latency_templates, new_producer, topic_of
 from streams.bench_proc import CONSUMED, BenchError, Worker, cpu_seconds
+from streams.kafka_clients import client_options
 from streams.settings import Settings
 
 QUALIFYING_SHARE = 0.25
@@ -70,9 +71,7 @@ class MqlReader:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topics.mql_handoff
         self.partitions = settings.partitions
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
-        )
+        self.consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
         self.arrivals: list[tuple[str, float]] = []
 
     async def start(self) -> None:
@@ -206,7 +205,7 @@ async def measure_latency(
     reader = MqlReader(settings)
     await reader.start()
     reading = asyncio.create_task(reader.run())
-    producer = new_producer(settings.bootstrap_servers)
+    producer = new_producer(client_options(settings))
     await producer.start()
     levels: list[dict[str, Any]] = []
     total = consumed_before

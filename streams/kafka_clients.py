@@ -4,6 +4,7 @@ credentials or an untrusted certificate into one clear error instead of endless 
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.conn import create_conn  # type: ignore[import-untyped, unused-ignore]
@@ -63,6 +64,26 @@ def security_options(security: KafkaSecurity) -> dict[str, Any]:
             "sasl_plain_password": security.password,
         }
     return options
+
+
+SECURITY_VARIABLES = tuple(
+    PREFIX + name
+    for name in (
+        "SECURITY_PROTOCOL",
+        "SASL_MECHANISM",
+        "SASL_USERNAME",
+        "SASL_PASSWORD",
+        "SASL_PASSWORD_FILE",
+        "SSL_CAFILE",
+        "SSL_CERTFILE",
+        "SSL_KEYFILE",
+    )
+)
+
+
+def security_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The security variables set in ``env``: for a child process given only chosen settings."""
+    return {name: env[name] for name in SECURITY_VARIABLES if env.get(name)}
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

@@ -214,3 +214,19 @@ def test_sasl_ssl_server_properties(tmp_path: Path, broker_files: BrokerSecurity
     assert f'password="{broker_files.secrets()[0]}"' in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
     plain = render_properties(LocalKafkaConfig(port=19701, controller_port=19751, state_dir=tmp_path))
     assert "sasl" not in plain.lower().replace("sasl-ssl", "").replace("sasl_ssl", "")
+
+
+def test_bench_hands_security_to_its_clients_and_workers_but_never_reports_it(tmp_path: Path) -> None:
+    from streams.bench import BenchOptions, Run, settings_of
+    from streams.kafka_clients import security_variables
+
+    env = {**sasl_env(LEADSCORE_SASL_PASSWORD=SECRET), "LEADSCORE_TOPIC_PREFIX": "x.", "HOME": "/root"}
+    security = security_variables(env)
+    assert security == sasl_env(LEADSCORE_SASL_PASSWORD=SECRET)
+    run = Run("s", "127.0.0.1:19701", tmp_path, security=security)
+    worker_env = run.env("main")
+    assert worker_env["LEADSCORE_SASL_PASSWORD"] == SECRET
+    assert worker_env["LEADSCORE_TOPIC_PREFIX"] == "bench-s."
+    assert client_options(settings_of(worker_env))["sasl_plain_username"] == "svc"
+    options = BenchOptions(bootstrap=run.bootstrap, security=security)
+    assert SECRET not in repr(options) + repr(run) + str(options.to_json())

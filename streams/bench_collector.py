@@ -179,6 +179,7 @@ def _start(run: Any, prefix: str, port: int) -> "subprocess.Popen[bytes]":
     from streams.demo import http_get
 
     settings = {
+        **run.security,  # LEADSCORE_SECURITY_PROTOCOL etc. of the run, if any
         "LEADSCORE_BOOTSTRAP": run.bootstrap,
         "LEADSCORE_TOPIC_PREFIX": prefix,
         "LEADSCORE_PARTITIONS": "8",

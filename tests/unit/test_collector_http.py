@@ -14,6 +14,7 @@ from collector.app import build_app
 from collector.pixel import GIF
 from collector.producer import Outgoing, Producer, Unavailable
 from collector.tokens import sign_lead_token
+from collector.validation import validator
 from streams.settings import Settings, settings_from_env
 from tests.unit.test_collector_parts import CHROME, SG_PAYLOAD, SG_PUBLIC_KEY, SG_SIGNATURE, SG_TIMESTAMP
 
@@ -102,6 +103,7 @@ async def test_pixel_without_token_is_anonymous_and_keeps_its_id(
     assert [key for _, key, _ in producer.sent] == [anonymous_id.encode()] * 2
     event = orjson.loads(producer.sent[0][2])
     assert event["anonymous_id"] == anonymous_id
+    assert not list(validator("web_visit").iter_errors(event))  # the contract
     assert "lead_id" not in event
 
 
@@ -221,6 +223,7 @@ async def test_identify_message(client: tuple[TestClient[Any, Any], FakeProducer
     assert (topic, key) == ("lead-identities", b"anon:a_1")
     message = orjson.loads(value)
     assert message["type"] == "identify"
+    assert not list(validator("lead_identity").iter_errors(message))  # the contract
     assert (message["anonymous_id"], message["lead_id"]) == ("a_1", "L")
     assert message["occurred_at"].endswith("Z")
     again = await http.post("/v1/identify", json={"anonymous_id": "a_1", "lead_id": "L"}, headers=KEY)

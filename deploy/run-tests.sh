@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: set up the virtual environment, start a local Kafka broker, run ruff, mypy
-# and every test tier (unit, agents, integration) against it, and stop the broker it started.
+# and every test tier (unit, agents, integration, reliability) against it, and stop the broker it started.
 #
 #   bash deploy/run-tests.sh [pytest arguments]
 #
@@ -40,9 +40,9 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy
 
-echo "== pytest: unit, agents and integration tiers"
+echo "== pytest: unit, agents, integration and reliability tiers"
 set +e
-.venv/bin/python -m pytest -m "unit or agents or integration" -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -m "unit or agents or integration or reliability" -p no:cacheprovider "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

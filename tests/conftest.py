@@ -1,8 +1,8 @@
 """Test tiers and shared fixtures.
 
 Tiers are selected by markers, given by directory: ``unit`` (pure, the default), ``agents``
-(Faust ``agent.test_context()``, no broker) and ``integration`` (a real Kafka broker, the worker
-as a separate process).
+(Faust ``agent.test_context()``, no broker), ``integration`` (a real Kafka broker, the worker
+as a separate process) and ``reliability`` (fault scenarios on the real broker).
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from scoring.engine import Scorer
 from scoring.rules import Rules, parse_rules
 
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "scoring" / "default_rules.toml"
-TIERS = ("unit", "agents", "integration")
+TIERS = ("unit", "agents", "integration", "reliability")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -98,6 +98,8 @@ def create_app(settings: Settings) -> Service:
         canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         table_standby_replicas=0,
+        broker_session_timeout=settings.group.session_timeout_s,
+        broker_heartbeat_interval=settings.group.heartbeat_interval_s,
     )
     topics = declare_topics(app, settings)
     leads = app.Table(

@@ -186,6 +186,24 @@ class CollectorSettings:
     worker_cors_origin: str = ""
 
 
+@dataclass(frozen=True)
+class GroupSettings:
+    """The worker's consumer-group membership."""
+
+    # How long the group waits for a silent member (a crash, a SIGSTOP) before its partitions move;
+    # heartbeats go every third of it, at most every 3 s. Kafka brokers accept 6 to 1800 s by default.
+    session_timeout_s: float = 60.0
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often the worker heartbeats to the group coordinator."""
+        return min(3.0, self.session_timeout_s / 3)
+
+
+def _group_settings(env: Mapping[str, str]) -> GroupSettings:
+    return GroupSettings(session_timeout_s=_number(env, "SESSION_TIMEOUT", GroupSettings().session_timeout_s, 1))
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(PREFIX + name)
     if raw is None:
@@ -252,6 +270,7 @@ class Settings:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
+    group: GroupSettings = field(default_factory=GroupSettings)  # LEADSCORE_SESSION_TIMEOUT
 
     @property
     def broker_url(self) -> str:
@@ -329,4 +348,5 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         identity=_identity_settings(env),
         security=_kafka_security(env),
         collector=_collector_settings(env),
+        group=_group_settings(env),
     )

@@ -1,13 +1,13 @@
 """The collector's aiohttp application and ``leadscore collect``."""
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from collector.producer import Producer
 from collector.routes import Collector
+from streams.clock import Clock
 from streams.settings import Settings
 
 __all__ = ["COLLECTOR", "build_app", "run_collector"]
@@ -17,10 +17,14 @@ COLLECTOR = web.AppKey("collector", Collector)
 
 
 def build_app(
-    settings: Settings, clock: Callable[[], float] = time.time, producer: Producer | None = None
+    settings: Settings, clock: Callable[[], float] | None = None, producer: Producer | None = None
 ) -> web.Application:
     """The application: routes, request counting, and the producer started and stopped with it
-    (``producer`` replaces the Kafka one in tests)."""
+    (``producer`` replaces the Kafka one in tests). ``clock`` (epoch seconds) stamps pixel visits
+    and identify calls; by default the service clock (LEADSCORE_CLOCK_SPEED, as the workers')."""
+    if clock is None:
+        service_clock = Clock(settings.clock_speed, settings.clock_epoch_ms)
+        clock = lambda: service_clock.now_ms() / 1000  # noqa: E731
     producer = producer or Producer(settings)
     collector = Collector(settings, producer, clock)
     # Bodies are read and limited by the handlers (413 with a JSON answer); aiohttp's own cap is

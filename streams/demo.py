@@ -404,6 +404,7 @@ def run_demo(leads_per_minute: int, speed: float, duration_s: float) -> int:
     proc: subprocess.Popen[bytes] | None = None
     stats = Stats()
     plan: DemoPlan | None = None
+    page = None
     code = 0
     try:
         if leads_per_minute <= 0:
@@ -411,8 +412,13 @@ def run_demo(leads_per_minute: int, speed: float, duration_s: float) -> int:
         bootstrap = os.environ.get(f"{PREFIX}BOOTSTRAP", DEFAULT_BOOTSTRAP)
         broker = ensure_broker(bootstrap)
         plan = plan_demo(speed, bootstrap, os.environ)
+        from streams.demo_collector import DemoPage
+
+        page = DemoPage(plan)  # a collector and a page with its pixel, showing a lead's live score
         _print_plan(plan, leads_per_minute)
         proc = start_worker(plan)
+        page.start()
+        page.announce()
         asyncio.run(_live(plan, proc, stats, leads_per_minute, duration_s))
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr, flush=True)
@@ -420,6 +426,8 @@ def run_demo(leads_per_minute: int, speed: float, duration_s: float) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", flush=True)
     finally:
+        if page is not None:
+            page.stop()
         code = max(code, _shut_down(proc, plan, broker, stats, failed=code != 0))
     return code
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.dead_letters import DeadLetterBlocked
-from agents.output import apply_result, load_states, send_outputs
+from agents.output import apply_result, load_erased, load_states, send_outputs
 from scoring.engine import BatchResult, InputRecord
 from scoring.outputs import DeadLetter
 
@@ -51,7 +51,8 @@ async def _score(service: "Service", tp: Any, records: Sequence[Any]) -> None:
     states = load_states(service, tp.partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     started = time.perf_counter()
-    result = service.scorer.process_batch(inputs, states, service.clock.now_ms())
+    erased = load_erased(service, tp.partition, keys)
+    result = service.scorer.process_batch(inputs, states, service.clock.now_ms(), erased)
     metrics.scoring_duration.observe(time.perf_counter() - started)
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)

@@ -74,10 +74,18 @@ async def send_identities(service: "Service", result: BatchResult) -> None:
 
 def record_states(
     service: "Service", result: BatchResult, partition: int, previous_stages: dict[str, str]
-) -> list[tuple[bytes, bytes]]:
-    """Encode a result's changed states for the table, and update the due index and stage counts."""
-    items = []
+) -> list[tuple[bytes, bytes | None]]:
+    """Encode a result's changed states (and tombstones of erased leads) for the table, and update
+    the due index and stage counts."""
+    items: list[tuple[bytes, bytes | None]] = []
     cache = service.state_cache(partition)
+    for lead_id in result.deleted:  # erased: a tombstone (a lead started afresh is written after it)
+        key = lead_id.encode()
+        items.append((key, None))
+        cache.pop(key, None)
+        service.due.schedule(partition, lead_id, None)
+        if lead_id not in result.states:
+            service.count_stage(previous_stages.get(lead_id), None)
     for lead_id, state in result.states.items():
         state.partition = partition
         key = lead_id.encode()
@@ -99,6 +107,11 @@ async def apply_result(
     """Send a result's events, then write its states: each lead once, on its partition, durable
     before the input is acked (every path writes the table this one way)."""
     await send_outputs(service, result, record_timestamp_s)
+    if result.erased:  # the marker first: a crash before the tombstone redelivers the erasure
+        marks = [(lead_id.encode(), str(at).encode()) for lead_id, at in result.erased.items()]
+        await write_states(service.erasures, partition, marks)
+        service.metrics.erasures.inc(len(marks))
+    service.metrics.erased_events_dropped.inc(result.erased_dropped)
     items = record_states(service, result, partition, previous_stages)
     await write_states(service.leads, partition, items)
     service.metrics.changelog_records.inc(len(items))
@@ -108,6 +121,12 @@ async def dead_letter(service: "Service", message: Any, reason: str, detail: str
     """Send one raw record to the dead-letter topic with its reason."""
     letter = DeadLetter(reason, detail, message.topic, message.partition, message.offset, message.key, message.value)
     await send_outputs(service, BatchResult(dead_letters=[letter]))
+
+
+def load_erased(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, int]:
+    """The erasure markers of the given leads (lead_id -> erased_at), from the partition's store."""
+    found = read_states(service.erasures, partition, lead_keys)
+    return {key.decode(errors="replace"): int(value) for key, value in found.items()}
 
 
 def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, LeadState]:

@@ -5,7 +5,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agents.dead_letters import DeadLetterBlocked
-from agents.output import apply_result, dead_letter, load_states
+from agents.output import apply_result, dead_letter, load_erased, load_states
 from scoring.engine import InputRecord
 
 if TYPE_CHECKING:
@@ -20,10 +20,13 @@ async def score_record(service: "Service", message: Any) -> None:
     metrics = service.metrics
     metrics.events_consumed.labels(message.topic, kind.value if kind else "unknown").inc()
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)
-    states = load_states(service, message.partition, [message.key] if isinstance(message.key, bytes) else [])
+    keys = [message.key] if isinstance(message.key, bytes) else []
+    states = load_states(service, message.partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     started = time.perf_counter()
-    result = service.scorer.process_batch([record], states, service.clock.now_ms())
+    result = service.scorer.process_batch(
+        [record], states, service.clock.now_ms(), load_erased(service, message.partition, keys)
+    )
     metrics.scoring_duration.observe(time.perf_counter() - started)
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)

@@ -32,6 +32,7 @@ TOPIC_SCHEMAS: Final[Mapping[str, str]] = MappingProxyType(
         "webinar-events": "webinar_event",
         "lead-profiles": "lead_profile",
         "sales-feedback": "sales_feedback",
+        "lead-erasures": "erasure",
         # Outbound (produced by the service).
         "mql-handoff": "mql_event",
         "lead-nurture": "nurture_event",

@@ -52,6 +52,12 @@ class BatchResult:
     # (email_hash, lead_id, occurred_at) of each profile event that carried an e-mail address.
     anonymous: list[InputRecord] = field(default_factory=list)
     email_links: list[tuple[str, str, int]] = field(default_factory=list)
+    # Erasures: the leads whose state is to be deleted (a tombstone; a lead in ``states`` too was
+    # erased and then started afresh), the markers to keep (lead_id -> erased_at: the latest
+    # requested_at), and the events dropped because they occurred at or before their lead's erasure.
+    deleted: set[str] = field(default_factory=set)
+    erased: dict[str, int] = field(default_factory=dict)
+    erased_dropped: int = 0
 
 
 def _transition(state: LeadState, from_stage: Stage, at: int, version: str) -> Transition:
@@ -384,16 +390,23 @@ class Scorer:
     # -- batches ------------------------------------------------------------------------------------
 
     def process_batch(
-        self, records: Iterable[InputRecord], states: Mapping[str, LeadState], now_ms: int
+        self,
+        records: Iterable[InputRecord],
+        states: Mapping[str, LeadState],
+        now_ms: int,
+        erased: Mapping[str, int] | None = None,
     ) -> BatchResult:
         """Score a batch of records (in offset order) against their leads' states.
 
         ``states`` holds the known states of the batch's leads; a lead absent from it is new.
-        Every record ends either scored, a counted duplicate, a dead letter with its reason, or (an
+        ``erased`` holds the erasure markers of the batch's leads (lead_id -> erased_at).
+        Every record ends either scored, a counted duplicate, a dead letter with its reason, an
+        erasure applied, a counted drop (an erased lead's event from before its erasure), or (an
         anonymous web visit) in ``anonymous`` for the identity agent.
         """
         result = BatchResult()
         changed = result.states
+        marks = result.erased
         for record in records:
             try:
                 if record.kind is None:
@@ -402,7 +415,16 @@ class Scorer:
                 if event.anonymous:  # no lead yet: the identity agent holds it until one is known
                     result.anonymous.append(record)
                     continue
-                state = changed.get(event.lead_id) or states.get(event.lead_id)
+                erased_at = marks.get(event.lead_id, (erased or {}).get(event.lead_id))
+                if event.kind is EventKind.ERASURE:
+                    self._erase(result, event, erased_at, now_ms)
+                    continue
+                if erased_at is not None and event.occurred_at <= erased_at:
+                    result.erased_dropped += 1  # not dead-lettered: that topic would keep the data
+                    continue
+                state = changed.get(event.lead_id)
+                if state is None and event.lead_id not in result.deleted:
+                    state = states.get(event.lead_id)
                 if state is None:
                     state = LeadState(lead_id=event.lead_id)
                 if event.event_id in state.seen:
@@ -436,6 +458,14 @@ class Scorer:
                 result.email_links.append((event.email_hash, event.lead_id, event.occurred_at))
             _collect(result, outputs)
         return result
+
+    def _erase(self, result: BatchResult, event: Event, erased_at: int | None, now_ms: int) -> None:
+        """Delete the lead's state and keep (or move later) its erasure marker."""
+        if event.occurred_at > now_ms + self.rules.max_future_skew_ms:
+            raise InvalidEvent("timestamp_out_of_range", "requested_at is in the future")
+        result.states.pop(event.lead_id, None)
+        result.deleted.add(event.lead_id)
+        result.erased[event.lead_id] = max(event.occurred_at, erased_at or 0)
 
     def expire_due(self, states: Iterable[LeadState], now_ms: int) -> BatchResult:
         """Return to nurture the qualified leads whose decayed score fell by ``now_ms``."""

@@ -22,6 +22,8 @@ class EventKind(StrEnum):
     WEBINAR_EVENT = "webinar_event"
     LEAD_PROFILE = "lead_profile"
     SALES_FEEDBACK = "sales_feedback"
+    # An erasure request (GDPR): the lead's state is deleted and its earlier events are dropped.
+    ERASURE = "erasure"
 
 
 SCORED_KINDS = (
@@ -73,6 +75,7 @@ EVENT_SPECS: Mapping[EventKind, Mapping[str, tuple[tuple[type, ...], bool]]] = {
         "outcome": (_STR, True),
         "reason": (_STR, False),
     },
+    EventKind.ERASURE: {},  # lead_id, event_id and requested_at (its occurred_at) only
 }
 EVENT_FIELDS: Mapping[EventKind, tuple[str, ...]] = {kind: tuple(spec) for kind, spec in EVENT_SPECS.items()}
 _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
@@ -205,6 +208,10 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
     if kind is EventKind.WEB_VISIT and payload.get("lead_id") is None and payload.get("anonymous_id") is not None:
         return _anonymous_visit(key, payload)
+    if kind is EventKind.ERASURE:
+        payload = {**payload, "occurred_at": payload.get("requested_at")}  # when the erasure was asked
+        if payload["occurred_at"] is None:
+            raise InvalidEvent("missing_field", "field 'requested_at' is missing")
     lead_id = _text(payload, "lead_id", MAX_ID_LENGTH)
     try:
         key_text = key.decode()

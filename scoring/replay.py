@@ -2,7 +2,9 @@
 
 Records are decoded, ordered by ``occurred_at`` (ties keep their input order) and scored one at a
 time with the clock at each event's own time, exactly as a live worker scores events that arrive
-on time; then decay is settled at the end. Nothing here touches live state.
+on time; then decay is settled at the end. Nothing here touches live state. An erased lead's
+events that occurred at or before its erasure are dropped from the start, as a worker drops them
+once the erasure is known: a replay never qualifies a lead from a history it was asked to forget.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -10,7 +12,7 @@ from dataclasses import dataclass, field
 
 from scoring.engine import InputRecord, Scorer
 from scoring.errors import InvalidEvent
-from scoring.events import decode_event
+from scoring.events import EventKind, decode_event
 from scoring.outputs import DeadLetter, MqlEvent, NurtureEvent
 from scoring.state import LeadState
 
@@ -29,6 +31,7 @@ class ReplayResult:
     settled: list[NurtureEvent] = field(default_factory=list)  # decay settled at the end
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
+    erased_dropped: int = 0  # events of erased leads from before their erasure: never scored
     states: dict[str, LeadState] = field(default_factory=dict)
     # Per lead, each new maximum of its score after an event (only with ``track_peaks``).
     ascents: dict[str, list[Ascent]] = field(default_factory=dict)
@@ -71,6 +74,19 @@ def in_time_order(records: Iterable[InputRecord]) -> tuple[list[tuple[int, Input
     return [(occurred, record) for occurred, _, record in timed], letters
 
 
+def erasures(records: Iterable[InputRecord]) -> dict[str, int]:
+    """The erasure requests of a history: lead_id -> the latest requested_at."""
+    erased: dict[str, int] = {}
+    for record in records:
+        if record.kind is EventKind.ERASURE:
+            try:
+                event = decode_event(record.kind, record.key, record.value)
+            except InvalidEvent:
+                continue
+            erased[event.lead_id] = max(event.occurred_at, erased.get(event.lead_id, 0))
+    return erased
+
+
 def replay(
     scorer: Scorer,
     records: Sequence[InputRecord],
@@ -83,10 +99,14 @@ def replay(
     records done every 1,000 records and at the end."""
     result = ReplayResult(rules_version=scorer.rules.version, records=len(records))
     ordered, result.dead_letters = in_time_order(records)
+    erased = erasures(record for _, record in ordered)  # an erased lead's history is never replayed
     states = result.states
     for done, (occurred, record) in enumerate(ordered, 1):
-        batch = scorer.process_batch([record], states, occurred)
+        batch = scorer.process_batch([record], states, occurred, erased)
+        for lead_id in batch.deleted:
+            states.pop(lead_id, None)
         states.update(batch.states)
+        result.erased_dropped += batch.erased_dropped
         result.mql.extend(batch.mql)
         result.nurture.extend(batch.nurture)
         result.dead_letters.extend(batch.dead_letters)

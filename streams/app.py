@@ -41,6 +41,7 @@ class Service:
     # Why consumption waits, while the dead-letter topic refuses records (agents/dead_letters.py).
     dead_letter_blocked: str | None = None
     identities: Any = None  # faust Table: identity key (bytes) -> encoded IdentityState (agents/identity.py)
+    erasures: Any = None  # faust Table: lead id (bytes) -> erased_at epoch ms (ASCII digits); no personal data
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 
@@ -70,11 +71,13 @@ class Service:
         self.progress[(topic, partition)] = (now, record_timestamp_s)
         self.metrics.partition_progress.labels(topic, str(partition)).set(now)
 
-    def count_stage(self, old: str | None, new: str) -> None:
-        """Track leads per stage as states are written."""
+    def count_stage(self, old: str | None, new: str | None) -> None:
+        """Track leads per stage as states are written (``new`` is None for an erased lead)."""
         if old is not None:
             self.stage_counts[old] -= 1
             self.metrics.leads.labels(old).set(self.stage_counts[old])
+        if new is None:
+            return
         self.stage_counts[new] += 1
         self.metrics.leads.labels(new).set(self.stage_counts[new])
 
@@ -109,6 +112,9 @@ def create_app(settings: Settings) -> Service:
         key_type=bytes,  # bytes types make Faust use the raw codec for the table and its changelog
         value_type=bytes,
     )
+    erasures = app.Table(  # co-partitioned with the lead table: written on the lead's partition
+        "erasures", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
     service = Service(
         app=app,
         settings=settings,
@@ -118,6 +124,7 @@ def create_app(settings: Settings) -> Service:
         metrics=Metrics(VERSION, rules.version),
         clock=Clock(settings.clock_speed, settings.clock_epoch_ms),
         topic_kinds=settings.topics.inbound(),
+        erasures=erasures,
     )
     from agents import register_agents  # agents need the service they are registered on
     from streams.monitoring import register_monitoring

@@ -206,9 +206,10 @@ def read_states(table: Any, partition: int, keys: Iterable[bytes]) -> dict[bytes
     return found
 
 
-async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
     """Send one changelog record per key on ``partition`` and wait until the broker has them all,
-    then write the values to that partition's store.
+    then write the values to that partition's store. A value of ``None`` deletes the key (a
+    tombstone on the changelog, a delete in the store).
 
     Waiting matters: Faust's own ``send_soon`` queues changelog records in a buffer that its
     commit does not fully drain (``ProducerBuffer.flush_atmost`` gives up after 0.1 s), so input
@@ -220,7 +221,7 @@ async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, 
     write_store(table, partition, items)
 
 
-async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
     """Send the records with aiokafka's batch API (one produce batch instead of one Faust send per
     record), wait for the broker, and record the store's persisted changelog offset, as Faust's
     own ``Table._on_changelog_sent`` does, so a restart restores only what came after it."""
@@ -233,7 +234,7 @@ async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes
             sent.append((await producer.send_batch(batch, topic, partition=partition), count))
             batch, count = producer.create_batch(), 0
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a lead state of {len(value)} bytes does not fit in a produce batch")
+                raise ValueError(f"a lead state of {len(value or b'')} bytes does not fit in a produce batch")
         count += 1
     sent.append((await producer.send_batch(batch, topic, partition=partition), count))
     last_offset = -1
@@ -243,19 +244,28 @@ async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes
     table.data.set_persisted_offset(TP(topic, partition), last_offset)
 
 
-def write_store(table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-    """Write values to the store of one partition: one RocksDB ``WriteBatch``, or the memory dict."""
+def write_store(table: Any, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+    """Write values to the store of one partition: one RocksDB ``WriteBatch``, or the memory dict
+    (``None`` deletes the key)."""
     store = _store(table)
     if hasattr(store, "_db_for_partition"):
         import rocksdict
 
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:
-            batch.put(key, value)
-            store._key_index[key] = partition
+            if value is None:
+                batch.delete(key)
+                store._key_index.pop(key, None)
+            else:
+                batch.put(key, value)
+                store._key_index[key] = partition
         store._db_for_partition(partition).write(batch)
     else:
-        store.data.update(items)
+        for key, value in items:
+            if value is None:
+                store.data.pop(key, None)
+            else:
+                store.data[key] = value
 
 
 def drain_loop_age(app: Any) -> float | None:

@@ -31,6 +31,8 @@ class TopicNames:
     ticks: str = "lead-ticks"
     # Anonymous visits, identify calls and e-mail events waiting for their lead (agents/identity.py).
     identities: str = "lead-identities"
+    # Erasure requests (GDPR), keyed by lead id: inbound, co-partitioned with the lead table.
+    erasures: str = "lead-erasures"
 
     def inbound(self) -> dict[str, EventKind]:
         """Inbound topic name -> the kind of event it carries."""
@@ -41,6 +43,7 @@ class TopicNames:
             self.webinar_events: EventKind.WEBINAR_EVENT,
             self.lead_profiles: EventKind.LEAD_PROFILE,
             self.sales_feedback: EventKind.SALES_FEEDBACK,
+            self.erasures: EventKind.ERASURE,
         }
 
     def all(self) -> list[str]:

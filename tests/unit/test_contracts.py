@@ -40,7 +40,8 @@ INBOUND_TOPICS = {
 OUTBOUND_TOPICS = {"mql-handoff", "lead-nurture", "lead-dead-letters"}
 INTERNAL_TOPICS = {"lead-ticks"}
 IDENTITY_TOPICS = {"lead-identities"}
-ALL_TOPICS = INBOUND_TOPICS | OUTBOUND_TOPICS | INTERNAL_TOPICS | IDENTITY_TOPICS
+ERASURE_TOPICS = {"lead-erasures"}  # inbound, with requested_at instead of occurred_at
+ALL_TOPICS = INBOUND_TOPICS | OUTBOUND_TOPICS | INTERNAL_TOPICS | IDENTITY_TOPICS | ERASURE_TOPICS
 
 # Why each invalid example must fail: (keyword, JSON path of every top-level error, text that
 # must appear in the error message or None). Every top-level error must be at that path, so an
@@ -60,6 +61,7 @@ INVALID_EXPECTATIONS: dict[str, tuple[str, str, str | None]] = {
     "lead_identity__type_not_in_enum": ("enum", "$.type", None),
     "email_event__action_not_in_enum": ("enum", "$.action", None),
     "email_event__missing_campaign_id": ("required", "$", "'campaign_id'"),
+    "erasure__missing_requested_at": ("required", "$", "'requested_at'"),
     "content_download__missing_asset_type": ("required", "$", "'asset_type'"),
     "webinar_event__negative_minutes_attended": ("minimum", "$.minutes_attended", None),
     "webinar_event__status_not_in_enum": ("enum", "$.status", None),
@@ -386,6 +388,7 @@ def test_asyncapi_operations(asyncapi: dict[str, Any]) -> None:
         **{topic: {"send"} for topic in OUTBOUND_TOPICS},
         "lead-ticks": {"send", "receive"},
         "lead-identities": {"send", "receive"},
+        "lead-erasures": {"receive"},
     }
 
 
@@ -525,3 +528,14 @@ def test_service_outputs_validate(registry: Registry[Any]) -> None:
         errors = [f"{e.json_path}: {e.message}" for e in _validator(name, registry).iter_errors(payload)]
         assert errors == [], name
     assert mql["event_id"] == MqlEvent("lead_1", 1, score, 99.0, 0, "x", "y").event_id
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("erasure*.json")), ids=lambda p: p.name)
+def test_erasure_examples_are_accepted_by_the_service(path: Path) -> None:
+    from scoring.events import EventKind, decode_event
+
+    message = _read_json(path)
+    decoded = decode_event(EventKind.ERASURE, message["lead_id"].encode(), path.read_bytes())
+    assert decoded.kind is EventKind.ERASURE
+    assert decoded.lead_id == message["lead_id"]
+    assert decoded.occurred_at == 1743586200000  # requested_at, whichever form it takes

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/setup-venv.sh
-bash deploy/install-tools.sh  # promtool and prometheus, for the alert-rule and scrape tests
+bash deploy/install-tools.sh  # promtool and prometheus (alert rules, scrape), chromium (pixel in a browser), wrk
 
 started_broker=""
 kafka_port=${LEADSCORE_TEST_KAFKA_PORT:-19192}  # its controller listens on 29192; a default broker's on 19092

@@ -31,6 +31,7 @@ from streams.local_kafka_security import ADMIN_USER, CLIENT_USER, make_certifica
 from streams.settings import Settings, settings_from_env
 from tests.integration.kafka import journey
 from tests.integration.worker import ROOT, WorkerProcess
+from tests.reliability.report import record
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None, reason="needs Java 17+ and Maven"
@@ -40,6 +41,7 @@ EMAIL = "jane.doe@example.com"  # in a profile that is scored
 BAD_EMAIL = "john.roe@example.org"  # in a profile that is dead-lettered
 LOGS: list[Path] = []  # every log the module captured, scanned by the last test
 SECRETS: list[str] = []  # wrong passwords tried, scanned for too
+FIGURES = {"faults": 0, "sent": 0, "scored": 0, "dead_lettered": 0, "mql": 0}  # for report.record
 
 
 def _free(port: int) -> bool:
@@ -151,20 +153,29 @@ def test_worker_scores_over_sasl_ssl(kafka: LocalKafka, tmp_path: Path, source: 
     worker.start(ready_timeout_s=180)
     try:
         lead = f"lead-{source}"
-        asyncio.run(produce(settings, scored_journey(names, lead)))
-        mql = asyncio.run(read(settings, [names + "mql-handoff"], 1))
+        messages = scored_journey(names, lead)
+        asyncio.run(produce(settings, messages))
         dead = asyncio.run(read(settings, [names + "lead-dead-letters"], 1))
+        deadline = time.monotonic() + 120
+        while worker.metric("leadscore_events_scored_total") < len(messages) - 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        scored = int(worker.metric("leadscore_events_scored_total"))
+        mql = asyncio.run(read(settings, [names + "mql-handoff"], 2, timeout_s=5))  # one, and no second
     finally:
         assert worker.stop() == 0, worker.log()
+    assert scored == len(messages) - 1  # the journey and the profile with an e-mail address
     assert [json.loads(r.value)["lead_id"] for r in mql] == [lead]
     assert json.loads(mql[0].value)["score"] >= 75
     assert len(dead) == 1
     assert "occurred_at" in dead[0].value.decode()
+    for key, value in (("sent", len(messages)), ("scored", scored), ("dead_lettered", len(dead)), ("mql", len(mql))):
+        FIGURES[key] += value
 
 
 def test_wrong_password_stops_the_worker_at_once(kafka: LocalKafka, tmp_path: Path) -> None:
     wrong = "wrong-" + os.urandom(12).hex()
     SECRETS.append(wrong)
+    FIGURES["faults"] += 2  # the worker and send, each with the wrong password
     names = f"sec-wrong-{os.urandom(4).hex()}."
     env = {**client_env(kafka, password=wrong), **worker_env(names, tmp_path / "data")}
     worker = WorkerProcess(env=env, log_path=tmp_path / "worker-wrong.log")
@@ -227,6 +238,7 @@ def test_plaintext_and_an_untrusted_ca_are_refused(kafka: LocalKafka, tmp_path: 
     with pytest.raises(KafkaAccessError, match=f"TLS certificate of the Kafka broker {address} did not verify"):
         asyncio.run(check_connection(settings_from_env(env), timeout_s=60))
     assert time.monotonic() - began < 30  # refused, not retried until the deadline
+    FIGURES["faults"] += 2  # a PLAINTEXT client, a client trusting another CA
 
 
 def scram_secrets(kafka: LocalKafka) -> dict[str, list[str]]:
@@ -284,3 +296,14 @@ def test_no_log_holds_a_credential_or_an_email(kafka: LocalKafka) -> None:
         if path.is_file() and path.name != "server.properties":
             assert leaks(path.read_text(errors="replace"), kafka.security.secrets()) == [], path
     assert oct(kafka.properties_file.stat().st_mode & 0o777) == "0o600"
+    assert FIGURES["faults"] == 4
+    record(
+        "security (SASL_SSL, SCRAM-SHA-512)",
+        faults=FIGURES["faults"],
+        sent=FIGURES["sent"],
+        lost=FIGURES["sent"] - FIGURES["scored"] - FIGURES["dead_lettered"],
+        duplicated_ids=FIGURES["mql"] - 2,
+        redeliveries=0,
+        dead_lettered=FIGURES["dead_lettered"],
+        notes=f"wrong password, PLAINTEXT and untrusted CA refused; {len(texts)} logs scanned: no secret, no e-mail",
+    )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.dead_letters import send_dead_letters
-from scoring.engine import BatchResult
+from scoring.engine import BatchResult, Erased
 from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
@@ -108,7 +108,7 @@ async def apply_result(
     before the input is acked (every path writes the table this one way)."""
     await send_outputs(service, result, record_timestamp_s)
     if result.erased:  # the marker first: a crash before the tombstone redelivers the erasure
-        marks = [(lead_id.encode(), str(at).encode()) for lead_id, at in result.erased.items()]
+        marks = [(lead.encode(), f"{mark.at}:{mark.crossings}".encode()) for lead, mark in result.erased.items()]
         await write_states(service.erasures, partition, marks)
         service.metrics.erasures.inc(len(marks))
     service.metrics.erased_events_dropped.inc(result.erased_dropped)
@@ -123,10 +123,14 @@ async def dead_letter(service: "Service", message: Any, reason: str, detail: str
     await send_outputs(service, BatchResult(dead_letters=[letter]))
 
 
-def load_erased(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, int]:
-    """The erasure markers of the given leads (lead_id -> erased_at), from the partition's store."""
+def load_erased(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, Erased]:
+    """The erasure markers of the given leads, from the partition's store (``at:crossings``)."""
     found = read_states(service.erasures, partition, lead_keys)
-    return {key.decode(errors="replace"): int(value) for key, value in found.items()}
+    marks = {}
+    for key, value in found.items():
+        at, _, crossings = value.decode().partition(":")
+        marks[key.decode(errors="replace")] = Erased(int(at), int(crossings))
+    return marks
 
 
 def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) -> dict[str, LeadState]:

@@ -8,6 +8,7 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from scoring.decay import decay_factor, time_to_fall
 from scoring.errors import InvalidEvent
@@ -33,6 +34,15 @@ class InputRecord:
     value: bytes | None
 
 
+class Erased(NamedTuple):
+    """An erased lead's marker: no personal data, only when, and how many MQL crossings it had
+    (a lead that starts afresh numbers its crossings on from there, so its deterministic MQL and
+    nurture event ids never repeat an erased crossing's id)."""
+
+    at: int
+    crossings: int
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What a batch produced. ``states`` holds only the states that changed."""
@@ -53,10 +63,10 @@ class BatchResult:
     anonymous: list[InputRecord] = field(default_factory=list)
     email_links: list[tuple[str, str, int]] = field(default_factory=list)
     # Erasures: the leads whose state is to be deleted (a tombstone; a lead in ``states`` too was
-    # erased and then started afresh), the markers to keep (lead_id -> erased_at: the latest
-    # requested_at), and the events dropped because they occurred at or before their lead's erasure.
+    # erased and then started afresh), the markers to keep, and the events dropped because they
+    # occurred at or before their lead's erasure.
     deleted: set[str] = field(default_factory=set)
-    erased: dict[str, int] = field(default_factory=dict)
+    erased: dict[str, "Erased"] = field(default_factory=dict)
     erased_dropped: int = 0
 
 
@@ -394,12 +404,12 @@ class Scorer:
         records: Iterable[InputRecord],
         states: Mapping[str, LeadState],
         now_ms: int,
-        erased: Mapping[str, int] | None = None,
+        erased: Mapping[str, Erased] | None = None,
     ) -> BatchResult:
         """Score a batch of records (in offset order) against their leads' states.
 
         ``states`` holds the known states of the batch's leads; a lead absent from it is new.
-        ``erased`` holds the erasure markers of the batch's leads (lead_id -> erased_at).
+        ``erased`` holds the erasure markers of the batch's leads.
         Every record ends either scored, a counted duplicate, a dead letter with its reason, an
         erasure applied, a counted drop (an erased lead's event from before its erasure), or (an
         anonymous web visit) in ``anonymous`` for the identity agent.
@@ -415,18 +425,18 @@ class Scorer:
                 if event.anonymous:  # no lead yet: the identity agent holds it until one is known
                     result.anonymous.append(record)
                     continue
-                erased_at = marks.get(event.lead_id, (erased or {}).get(event.lead_id))
-                if event.kind is EventKind.ERASURE:
-                    self._erase(result, event, erased_at, now_ms)
-                    continue
-                if erased_at is not None and event.occurred_at <= erased_at:
-                    result.erased_dropped += 1  # not dead-lettered: that topic would keep the data
-                    continue
+                mark = marks.get(event.lead_id) or (erased or {}).get(event.lead_id)
                 state = changed.get(event.lead_id)
                 if state is None and event.lead_id not in result.deleted:
                     state = states.get(event.lead_id)
+                if event.kind is EventKind.ERASURE:
+                    self._erase(result, event, mark, state, now_ms)
+                    continue
+                if mark is not None and event.occurred_at <= mark.at:
+                    result.erased_dropped += 1  # not dead-lettered: that topic would keep the data
+                    continue
                 if state is None:
-                    state = LeadState(lead_id=event.lead_id)
+                    state = LeadState(lead_id=event.lead_id, crossings=mark.crossings if mark else 0)
                 if event.event_id in state.seen:
                     result.duplicates += 1
                     continue
@@ -459,13 +469,17 @@ class Scorer:
             _collect(result, outputs)
         return result
 
-    def _erase(self, result: BatchResult, event: Event, erased_at: int | None, now_ms: int) -> None:
+    def _erase(
+        self, result: BatchResult, event: Event, mark: Erased | None, state: LeadState | None, now_ms: int
+    ) -> None:
         """Delete the lead's state and keep (or move later) its erasure marker."""
         if event.occurred_at > now_ms + self.rules.max_future_skew_ms:
             raise InvalidEvent("timestamp_out_of_range", "requested_at is in the future")
         result.states.pop(event.lead_id, None)
         result.deleted.add(event.lead_id)
-        result.erased[event.lead_id] = max(event.occurred_at, erased_at or 0)
+        at = max(event.occurred_at, mark.at if mark else 0)
+        crossings = max(state.crossings if state else 0, mark.crossings if mark else 0)
+        result.erased[event.lead_id] = Erased(at, crossings)
 
     def expire_due(self, states: Iterable[LeadState], now_ms: int) -> BatchResult:
         """Return to nurture the qualified leads whose decayed score fell by ``now_ms``."""

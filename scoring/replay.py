@@ -10,7 +10,7 @@ once the erasure is known: a replay never qualifies a lead from a history it was
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scoring.engine import InputRecord, Scorer
+from scoring.engine import Erased, InputRecord, Scorer
 from scoring.errors import InvalidEvent
 from scoring.events import EventKind, decode_event
 from scoring.outputs import DeadLetter, MqlEvent, NurtureEvent
@@ -74,16 +74,18 @@ def in_time_order(records: Iterable[InputRecord]) -> tuple[list[tuple[int, Input
     return [(occurred, record) for occurred, _, record in timed], letters
 
 
-def erasures(records: Iterable[InputRecord]) -> dict[str, int]:
-    """The erasure requests of a history: lead_id -> the latest requested_at."""
-    erased: dict[str, int] = {}
+def erasures(records: Iterable[InputRecord]) -> dict[str, Erased]:
+    """The erasure requests of a history: lead_id -> the latest requested_at (no crossings: a
+    replay drops an erased lead's history from the start)."""
+    erased: dict[str, Erased] = {}
     for record in records:
         if record.kind is EventKind.ERASURE:
             try:
                 event = decode_event(record.kind, record.key, record.value)
             except InvalidEvent:
                 continue
-            erased[event.lead_id] = max(event.occurred_at, erased.get(event.lead_id, 0))
+            previous = erased.get(event.lead_id)
+            erased[event.lead_id] = Erased(max(event.occurred_at, previous.at if previous else 0), 0)
     return erased
 
 

@@ -41,7 +41,7 @@ class Service:
     # Why consumption waits, while the dead-letter topic refuses records (agents/dead_letters.py).
     dead_letter_blocked: str | None = None
     identities: Any = None  # faust Table: identity key (bytes) -> encoded IdentityState (agents/identity.py)
-    erasures: Any = None  # faust Table: lead id (bytes) -> erased_at epoch ms (ASCII digits); no personal data
+    erasures: Any = None  # faust Table: lead id (bytes) -> b"<erased_at ms>:<crossings>"; no personal data
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 

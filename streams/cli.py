@@ -71,6 +71,20 @@ def send(files: tuple[Path, ...]) -> None:
 
 @main.command()
 @click.argument("lead_id")
+def erase(lead_id: str) -> None:
+    """Erase a lead (GDPR): its state is deleted and its history up to now never counts again."""
+    from streams.erasure import send_erasure
+    from streams.kafka_clients import KafkaAccessError
+
+    try:
+        topic, partition, offset = asyncio.run(send_erasure(settings_from_env(), lead_id))
+    except (SettingsError, ValueError, KafkaAccessError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"erasure of {lead_id} requested -> {topic} (partition {partition}, offset {offset})")
+
+
+@main.command()
+@click.argument("lead_id")
 @click.option("--url", default=None, help="The worker's web address (default: LEADSCORE_WEB_HOST:PORT).")
 def explain(lead_id: str, url: str | None) -> None:
     """Show a lead's score, stage and breakdown, from the worker that owns it."""

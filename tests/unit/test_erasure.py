@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from scoring.engine import InputRecord, Scorer
+from scoring.engine import Erased, InputRecord, Scorer
 from scoring.events import EventKind, decode_event
 from scoring.replay import erasures, replay
 from scoring.state import LeadState
@@ -16,8 +16,8 @@ def erase(lead: str, at: int | str, event_id: str = "erase-1", offset: int = 0) 
 
 
 def run(
-    scorer: Scorer, records: list[InputRecord], erased: dict[str, int] | None = None
-) -> tuple[dict[str, LeadState], dict[str, int], int, int]:
+    scorer: Scorer, records: list[InputRecord], erased: dict[str, Erased] | None = None
+) -> tuple[dict[str, LeadState], dict[str, Erased], int, int]:
     """Score records one at a time the way a worker would: (states, markers, MQLs, dropped)."""
     states: dict[str, LeadState] = {}
     markers = dict(erased or {})
@@ -59,7 +59,7 @@ def test_erasing_an_mql_deletes_its_state_and_keeps_a_marker(scorer: Scorer) -> 
     at = T0 + DAY_MS
     result = scorer.process_batch([erase("L1", at)], states, at)
     assert result.deleted == {"L1"}
-    assert result.erased == {"L1": at}
+    assert result.erased == {"L1": Erased(at, 1)}
     assert result.states == {}
     assert not result.mql
     assert not result.nurture
@@ -100,10 +100,10 @@ def test_in_one_batch_an_erasure_hides_the_earlier_state_from_later_events(score
 
 
 def test_a_repeated_erasure_keeps_the_latest_time(scorer: Scorer) -> None:
-    result = scorer.process_batch([erase("L1", T0 + DAY_MS)], {}, T0 + 2 * DAY_MS, {"L1": T0 + 5})
-    assert result.erased == {"L1": T0 + DAY_MS}
-    result = scorer.process_batch([erase("L1", T0)], {}, T0 + 2 * DAY_MS, {"L1": T0 + DAY_MS})
-    assert result.erased == {"L1": T0 + DAY_MS}
+    result = scorer.process_batch([erase("L1", T0 + DAY_MS)], {}, T0 + 2 * DAY_MS, {"L1": Erased(T0 + 5, 2)})
+    assert result.erased == {"L1": Erased(T0 + DAY_MS, 2)}
+    result = scorer.process_batch([erase("L1", T0)], {}, T0 + 2 * DAY_MS, {"L1": Erased(T0 + DAY_MS, 2)})
+    assert result.erased == {"L1": Erased(T0 + DAY_MS, 2)}
 
 
 @pytest.mark.parametrize("erase_first", [True, False])
@@ -112,8 +112,27 @@ def test_replay_honours_erasures_whatever_their_position(scorer: Scorer, erase_f
     other = qualifying_journey("L2", T0)
     request = erase("L1", T0 + DAY_MS)
     records = [request, *journey, *other] if erase_first else [*journey, *other, request]
-    assert erasures(records) == {"L1": T0 + DAY_MS}
+    assert erasures(records) == {"L1": Erased(T0 + DAY_MS, 0)}
     result = replay(scorer, records)
     assert [m.lead_id for m in result.mql] == ["L2"]
     assert result.erased_dropped == len(journey)
     assert "L1" not in result.states
+
+
+def test_a_lead_started_afresh_never_reuses_an_erased_crossing_id(scorer: Scorer) -> None:
+    before = qualifying_journey("L1", T0)
+    states: dict[str, LeadState] = {}
+    ids = []
+    for item in before:
+        result = scorer.process_batch([item], states, T0 + DAY_MS)
+        states.update(result.states)
+        ids += [m.event_id for m in result.mql]
+    erased = scorer.process_batch([erase("L1", T0 + DAY_MS)], states, T0 + DAY_MS).erased
+    fresh: dict[str, LeadState] = {}
+    for item in qualifying_journey("L1", T0 + 2 * DAY_MS, tag="new"):
+        result = scorer.process_batch([item], fresh, T0 + 3 * DAY_MS, erased)
+        fresh.update(result.states)
+        ids += [m.event_id for m in result.mql]
+    assert len(ids) == 2
+    assert len(set(ids)) == 2  # a router de-duplicating on event_id still sees the new crossing
+    assert fresh["L1"].crossings == 2

@@ -230,3 +230,18 @@ def test_bench_hands_security_to_its_clients_and_workers_but_never_reports_it(tm
     assert client_options(settings_of(worker_env))["sasl_plain_username"] == "svc"
     options = BenchOptions(bootstrap=run.bootstrap, security=security)
     assert SECRET not in repr(options) + repr(run) + str(options.to_json())
+
+
+def test_sasl_ssl_refuses_a_state_dir_formatted_without_its_users(tmp_path: Path) -> None:
+    from streams.local_kafka import LocalKafka, LocalKafkaError
+
+    kafka = LocalKafka(LocalKafkaConfig(port=19701, controller_port=19751, state_dir=tmp_path, sasl_ssl=True))
+    with pytest.raises(LocalKafkaError, match="formatted without SASL_SSL users"):
+        kafka._prepare_security(formatted=True)
+    created = kafka._prepare_security(formatted=False)  # a new storage: the files are made for it
+    assert created is not None
+    assert created.exists()
+    assert kafka.client_security().username == CLIENT_USER
+    plain = LocalKafka(LocalKafkaConfig(port=19701, controller_port=19751, state_dir=tmp_path))
+    assert plain._prepare_security(formatted=True) is None
+    assert plain.client_security() == KafkaSecurity()

@@ -77,7 +77,8 @@ async def _attempt(service: "Service", topic: str, pending: list[tuple[bytes | N
     error: Exception | None = None
     for index, (key, value, headers) in enumerate(pending):
         try:
-            futures.append((index, await producer.send(topic, key, value, None, None, headers)))
+            sent = await producer.send(topic, key=key, value=value, partition=None, timestamp=None, headers=headers)
+            futures.append((index, sent))
         except Exception as exc:  # refused before sending (e.g. larger than the producer allows)
             error = error or exc
     done: set[int] = set()

@@ -207,14 +207,18 @@ class Collector:
         if request.content_length is not None and request.content_length > limit:
             self.metrics.too_large.inc()
             return None, _problem(413, "too_large", f"the body is over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = await request.content.read(limit + 1)
+            async for chunk in request.content.iter_any():  # a chunked body is counted as it comes
+                size += len(chunk)
+                if size > limit:
+                    self.metrics.too_large.inc()
+                    return None, _problem(413, "too_large", f"the body is over {limit} bytes")
+                chunks.append(chunk)
         except (ConnectionError, web.HTTPException):
             return None, _problem(400, "bad_request", "the body could not be read")
-        if len(body) > limit:
-            self.metrics.too_large.inc()
-            return None, _problem(413, "too_large", f"the body is over {limit} bytes")
-        return body, None
+        return b"".join(chunks), None
 
     async def _json_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
         body, problem = await self._body(request)

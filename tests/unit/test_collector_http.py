@@ -192,6 +192,17 @@ async def test_api_body_over_the_limit_is_413(client: tuple[TestClient[Any, Any]
     assert chunked.status == 413
     assert producer.sent == []
 
+    event = {"type": "web_visit", "event_id": "e", "lead_id": "L", "occurred_at": 1, "url": "/" + "x" * 1500}
+    body = orjson.dumps(event)
+
+    async def pieces() -> AsyncIterator[bytes]:  # under the limit, in several chunks: read whole
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    whole = await http.post("/v1/events", data=pieces(), headers=KEY)
+    assert whole.status == 202, await whole.text()
+    assert len(producer.sent) == 1
+
 
 async def test_api_over_the_rate_is_429_with_retry_after(client: tuple[TestClient[Any, Any], FakeProducer]) -> None:
     http, _ = client

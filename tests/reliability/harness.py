@@ -1,0 +1,211 @@
+"""What the fault scenarios share: a producer under load, and the invariants checked after a fault.
+
+:func:`verify` checks, on the real broker, that the inbound topics were consumed to their end on
+every partition, that every event sent is accounted for (in its lead's ``seen`` set, i.e. scored,
+or on ``lead-dead-letters``), that the lead table (read back from its changelog) equals a replay of
+the input through the pure core, and that every threshold crossing of the table is on
+``mql-handoff`` under exactly one ``event_id``. It returns the figures for the report.
+
+The number of crossings is not compared with the replay's: the score is the same in any order,
+but a lead that qualifies, decays back to nurture and qualifies again does so at points that
+depend on how its topics' events interleave, and the replay reads them topic by topic.
+"""
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from scoring.engine import Scorer
+from scoring.state import LeadState, decode_state
+from streams.settings import TopicNames
+from tests.integration.kafka import run
+from tests.integration.test_batch_reliability import read_all, replay, same_state, wait_consumed
+
+Message = tuple[str, bytes | None, bytes | None]
+SOAK = os.environ.get("LEADSCORE_SOAK", "") not in ("", "0")
+# The group notices a dead or frozen worker after this many seconds (Kafka's minimum is 6).
+SESSION_TIMEOUT_S = 8
+WORKER_ENV = {"LEADSCORE_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}
+
+
+def soak(ci: int, long: int) -> int:
+    """``ci`` in the bounded run, ``long`` with ``LEADSCORE_SOAK=1``."""
+    return long if SOAK else ci
+
+
+class Load:
+    """A producer thread sending messages in order, spread over ``duration_s``, that outlives a
+    broker outage: a chunk the broker did not acknowledge is sent again (the worker counts a
+    redelivered ``event_id`` once, and the replay reads the topics as they are)."""
+
+    def __init__(self, bootstrap: str, messages: list[Message], duration_s: float, chunk: int = 100) -> None:
+        self.bootstrap = bootstrap
+        self.messages = messages
+        self.duration_s = duration_s
+        self.chunk = chunk
+        self.sent = 0
+        self.resent_chunks = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="reliability-load", daemon=True)
+
+    def start(self) -> "Load":
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout_s: float = 600) -> None:
+        """Wait until every message is acknowledged by the broker."""
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"the load did not finish in {timeout_s} s ({self.sent} sent)"
+        if self.error is not None:
+            raise AssertionError(f"the load failed: {self.error!r}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._send_all())
+        except BaseException as exc:  # reported by wait()
+            self.error = exc
+
+    async def _send_all(self) -> None:
+        chunks = [self.messages[i : i + self.chunk] for i in range(0, len(self.messages), self.chunk)]
+        pause = self.duration_s / max(len(chunks), 1)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=15000
+        )
+        await producer.start()
+        try:
+            for chunk in chunks:
+                started = time.monotonic()
+                while True:
+                    try:
+                        futures = [await producer.send(t, key=k, value=v) for t, k, v in chunk]
+                        await asyncio.gather(*futures)
+                        break
+                    except KafkaError:
+                        self.resent_chunks += 1
+                        await asyncio.sleep(1)
+                self.sent += len(chunk)
+                await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
+        finally:
+            await producer.stop()
+
+
+def random_moments(seed: int, count: int, low_s: float, high_s: float) -> list[float]:
+    """Deterministic random pauses between faults."""
+    rng = random.Random(seed)
+    return [rng.uniform(low_s, high_s) for _ in range(count)]
+
+
+@dataclass
+class Figures:
+    """What one scenario's run measured."""
+
+    sent: int = 0
+    lost: int = 0
+    duplicated_ids: int = 0
+    redeliveries: int = 0
+    dead_lettered: int = 0
+    crossings: int = 0
+    missing_crossings: list[tuple[str, int]] = field(default_factory=list)
+    # Crossings sent, then not made again after a redelivery: a lead's events come from several
+    # topics, and a redelivery may interleave them otherwise, which moves a requalification.
+    extra_crossings: int = 0
+    problems: list[str] = field(default_factory=list)
+    partitions: int = 0
+    table: dict[str, LeadState] = field(default_factory=dict)
+    expected: dict[str, LeadState] = field(default_factory=dict)
+
+
+def verify(bootstrap: str, names: str, scorer: Scorer, sent: list[Message], timeout_s: float = 300) -> Figures:
+    """Check every invariant after the faults (see the module docstring); the problems found are in
+    ``Figures.problems`` (the caller records the figures, then asserts there are none)."""
+    app_id = names.rstrip(".") + "-app"
+    inbound = {names + topic: kind for topic, kind in TopicNames().inbound().items()}
+    figures = Figures(sent=len(sent))
+    wait_consumed(bootstrap, app_id, list(inbound), timeout_s)  # no partition left unconsumed
+    records = run(read_all(bootstrap, list(inbound)))
+    figures.partitions = len({(r.topic, r.partition) for r in records})
+    changelog = run(read_all(bootstrap, [f"{app_id}-leads-changelog"]))
+    dead = run(read_all(bootstrap, [names + "lead-dead-letters"]))
+    mqls = run(read_all(bootstrap, [names + "mql-handoff"]))
+
+    lead_partition = {r.key: r.partition for r in records}
+    wrong = [(r.key, r.partition) for r in changelog if lead_partition.get(r.key) != r.partition]
+    if wrong:
+        figures.problems.append(f"{len(wrong)} changelog records on a wrong partition: {wrong[:3]}")
+    table: dict[str, LeadState] = {}
+    for r in changelog:  # the last record of each key wins, as in recovery
+        if r.value is None:
+            table.pop((r.key or b"").decode(), None)
+        else:
+            state = decode_state(r.value)
+            table[state.lead_id] = state
+    expected = replay(scorer, records, inbound)
+    figures.table, figures.expected = table, expected
+    if set(table) != set(expected):
+        figures.problems.append(
+            f"leads only in the table: {sorted(set(table) - set(expected))[:3]}, "
+            f"only in the replay: {sorted(set(expected) - set(table))[:3]}"
+        )
+    differ = [lead for lead in expected if lead in table and not same_state(table[lead], expected[lead])]
+    if differ:
+        figures.problems.append(f"{len(set(differ))} leads differ from the replay, e.g. {differ[0]}")
+
+    # Every event sent is accounted for: scored (in its lead's seen set) or dead-lettered.
+    accounted = {event_id for state in table.values() for event_id in state.seen}
+    for r in dead:
+        letter = orjson.loads(r.value or b"{}")
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            accounted.add(str(orjson.loads(base64.b64decode(letter.get("value_b64") or ""))["event_id"]))
+    figures.dead_lettered = len(dead)
+    sent_ids = {str(orjson.loads(value or b"{}")["event_id"]) for _, _, value in sent}
+    figures.lost = len(sent_ids - accounted)
+    if figures.lost:
+        figures.problems.append(
+            f"{figures.lost} events neither scored nor dead-lettered: {sorted(sent_ids - accounted)[:3]}"
+        )
+
+    # Every crossing of the table is on mql-handoff under exactly one event id.
+    ids: dict[tuple[str, int], set[str]] = defaultdict(set)
+    copies: Counter[tuple[str, int, str]] = Counter()
+    for r in mqls:
+        mql = orjson.loads(r.value or b"{}")
+        ids[(mql["lead_id"], mql["crossing"])].add(mql["event_id"])
+        copies[(mql["lead_id"], mql["crossing"], mql["event_id"])] += 1
+    figures.redeliveries = sum(copies.values()) - len(copies)
+    figures.duplicated_ids = sum(1 for v in ids.values() if len(v) > 1)
+    should = {(lead, n) for lead, state in table.items() for n in range(1, state.crossings + 1)}
+    figures.crossings = len(should)
+    figures.missing_crossings = sorted(should - set(ids))
+    extra = sorted(set(ids) - should)
+    if figures.duplicated_ids:
+        figures.problems.append(f"{figures.duplicated_ids} crossings under two or more event ids")
+    if figures.missing_crossings:
+        figures.problems.append(f"{len(figures.missing_crossings)} crossings missing: {figures.missing_crossings[:3]}")
+    figures.extra_crossings = len(extra)
+    if not should:
+        figures.problems.append("no crossing at all: the load cannot show a lost or doubled handoff")
+    return figures
+
+
+def lost_total(figures: Figures) -> int:
+    """Events lost plus crossings missing: what the report calls lost."""
+    return figures.lost + len(figures.missing_crossings)
+
+
+def crossings(figures: Figures) -> str:
+    """The crossings, for a report's notes."""
+    return f"{figures.crossings} crossings ({figures.extra_crossings} sent, then superseded after a redelivery)"

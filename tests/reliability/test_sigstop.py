@@ -1,0 +1,56 @@
+"""Scenario 4: a worker frozen (SIGSTOP) past its session timeout under load, then thawed (SIGCONT).
+
+While it is frozen, the group gives its partitions to the other worker; when it wakes up it may
+still hold a batch it had fetched. Whatever it does then, no crossing gets a second event id, no
+event is lost and the table still equals the replay.
+"""
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from scoring.engine import Scorer
+from tests.integration.test_batch_reliability import create_topics, synthetic_input
+from tests.integration.worker import WorkerProcess
+from tests.reliability.harness import SESSION_TIMEOUT_S, WORKER_ENV, Load, crossings, lost_total, soak, verify
+from tests.reliability.report import record
+
+
+def test_worker_frozen_past_its_session_timeout(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+) -> None:
+    freezes = soak(1, 5)
+    data = synthetic_input(names, soak(1000, 4000))
+    create_topics(bootstrap, names)
+    workers = [worker_factory(0, **WORKER_ENV), worker_factory(1, **WORKER_ENV)]
+    frozen = workers[0]
+    assert frozen.process is not None
+    load = Load(bootstrap, data, duration_s=freezes * (SESSION_TIMEOUT_S * 2 + 25.0)).start()
+    for _ in range(freezes):
+        time.sleep(4)
+        assert load.running, "the producer finished before the worker was frozen"
+        before = workers[1].metric("leadscore_rebalances_total")
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(SESSION_TIMEOUT_S * 2 + 4)  # the group has moved its partitions by now
+            moved = workers[1].metric("leadscore_rebalances_total")
+        finally:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+        assert moved > before, "the other worker was never given the frozen worker's partitions"
+        time.sleep(8)
+    load.wait()
+    assert frozen.process.poll() is None, frozen.log()
+    figures = verify(bootstrap, names, scorer, data)
+    record(
+        "SIGSTOP past the session timeout",
+        faults=freezes,
+        sent=figures.sent,
+        lost=lost_total(figures),
+        duplicated_ids=figures.duplicated_ids,
+        redeliveries=figures.redeliveries,
+        dead_lettered=figures.dead_lettered,
+        notes=f"2 workers, frozen {SESSION_TIMEOUT_S * 2 + 4} s each time (session {SESSION_TIMEOUT_S} s); "
+        f"{crossings(figures)}",
+    )
+    assert figures.problems == []

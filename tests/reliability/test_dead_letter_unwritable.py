@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -78,10 +79,11 @@ def _blocked(worker: WorkerProcess) -> bool:
     )
 
 
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
 def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_once(
-    bootstrap: str, names: str, worker_factory: Callable[..., WorkerProcess]
+    bootstrap: str, names: str, worker_factory: Callable[..., WorkerProcess], consumption: str
 ) -> None:
-    worker = worker_factory()
+    worker = worker_factory(LEADSCORE_CONSUMPTION=consumption)
     group = names.rstrip(".") + "-app"
     visits, dead_letters = names + "web-visits", names + "lead-dead-letters"
     run(_set_max_bytes(bootstrap, dead_letters, "64"))
@@ -138,7 +140,7 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
     )
     consumed_again = worker.metric("leadscore_events_consumed_total")  # by the restarted worker
     record(
-        "dead-letter topic unwritable (kill -9 while blocked)",
+        f"dead-letter topic unwritable ({consumption} consumption, kill -9 while blocked)",
         faults=faults,
         sent=2,
         lost=0 if worker.get("/leads/lead-dlq")[0] == 200 else 1,

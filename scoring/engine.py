@@ -20,11 +20,15 @@ from scoring.stages import DECAYING, NURTURE_REASONS, QUALIFIABLE, Refusal, appl
 from scoring.state import LeadState, Stage
 
 _FIT_MEMO_SIZE = 4096
+_MATCH_MEMO_SIZE = 16384
+_KIND_NAMES = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One raw record of an inbound topic; ``kind`` is ``None`` for a topic we do not know."""
+class InputRecord(NamedTuple):
+    """One raw record of an inbound topic; ``kind`` is ``None`` for a topic we do not know.
+
+    A named tuple: immutable, and built once per inbound record far cheaper than a frozen dataclass.
+    """
 
     kind: EventKind | None
     topic: str
@@ -74,6 +78,17 @@ def _transition(state: LeadState, from_stage: Stage, at: int, version: str) -> T
     return Transition(state.lead_id, from_stage.value, state.stage.value, at, state.mql_rules_version or version)
 
 
+def _fields_read(rules: Iterable[EngagementRule]) -> tuple[str, ...]:
+    """The event attributes that :meth:`EngagementRule.matches` reads for these rules."""
+    names: dict[str, None] = {}
+    for rule in rules:
+        if rule.url is not None:
+            names["path"] = None
+        for name, _ in rule.when:
+            names[name] = None
+    return tuple(names)
+
+
 def _round_rows(rows: list[BreakdownRow], total: float) -> tuple[BreakdownRow, ...]:
     """Round rows to 0.01 so that they add up exactly to the rounded total."""
     rounded = [BreakdownRow(r.rule, r.kind, round(r.points, 2), r.count) for r in rows]
@@ -91,6 +106,11 @@ class Scorer:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._fit_memo: dict[tuple[tuple[str, str | int], ...], float] = {}
+        # Per kind, the event attributes its engagement rules read; and what matched, by them.
+        self._match_fields: dict[EventKind, tuple[str, ...]] = {
+            kind: _fields_read(kind_rules) for kind, kind_rules in rules.by_kind.items()
+        }
+        self._match_memo: dict[tuple[object, ...], tuple[EngagementRule, ...]] = {}
 
     # -- the score at an instant -------------------------------------------------------------
 
@@ -103,19 +123,25 @@ class Scorer:
 
     def _engagement_total(self, state: LeadState, at_ms: int) -> float:
         by_id = self.rules.by_id
+        values = state.values
         if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
-            return sum(value for rule_id, value in state.values.items() if rule_id in by_id)
+            return sum([value for rule_id, value in values.items() if rule_id in by_id])
         total = 0.0
         elapsed = at_ms - state.ref_ms
-        for rule_id, value in state.values.items():
+        for rule_id, value in values.items():
             rule = by_id.get(rule_id)
             if rule is not None:
-                total += value * decay_factor(elapsed, rule.half_life_ms)
+                total += value * 2.0 ** (-elapsed / rule.half_life_ms)  # decay_factor, inlined
         return total
 
     def _fit_total(self, state: LeadState) -> float:
-        # Fit depends only on the profile, which changes rarely: memoised by its content.
-        key = tuple(sorted(state.profile.items()))
+        # Fit depends only on the profile, which changes rarely: kept on the state with the
+        # profile it came from (a dict comparison), and memoised by content across states.
+        profile = state.profile
+        memo = state.fit_memo
+        if memo is not None and memo[0] is self.rules and memo[1] == profile:
+            return memo[2]
+        key = tuple(sorted(profile.items()))
         fit = self._fit_memo.get(key)
         if fit is None:
             raw = sum(row.points for row in self._fit_rows(state))
@@ -123,6 +149,7 @@ class Scorer:
             if len(self._fit_memo) >= _FIT_MEMO_SIZE:
                 self._fit_memo.clear()
             self._fit_memo[key] = fit
+        state.fit_memo = (self.rules, dict(profile), fit)
         return fit
 
     def _total(self, state: LeadState, at_ms: int) -> float:
@@ -237,13 +264,26 @@ class Scorer:
     def _rebase(self, state: LeadState, to_ms: int) -> None:
         by_id = self.rules.by_id
         elapsed = to_ms - state.ref_ms
-        for rule_id, value in list(state.values.items()):
+        values = state.values
+        for rule_id, value in list(values.items()):
             rule = by_id.get(rule_id)
             if rule is None:
-                del state.values[rule_id]
+                del values[rule_id]
             else:
-                state.values[rule_id] = value * decay_factor(elapsed, rule.half_life_ms)
+                values[rule_id] = value * 2.0 ** (-elapsed / rule.half_life_ms)  # decay_factor, inlined
         state.ref_ms = to_ms
+
+    def _matching(self, kind: EventKind, attrs: Mapping[str, object]) -> tuple[EngagementRule, ...]:
+        """The engagement rules of ``kind`` that an event's attributes match, memoised by the
+        attributes the rules read (pages and campaigns repeat)."""
+        key = (kind, *[attrs.get(name) for name in self._match_fields[kind]])
+        found = self._match_memo.get(key)
+        if found is None:
+            found = tuple(rule for rule in self.rules.by_kind[kind] if rule.matches(attrs))
+            if len(self._match_memo) >= _MATCH_MEMO_SIZE:
+                self._match_memo.clear()
+            self._match_memo[key] = found
+        return found
 
     def _count(self, state: LeadState, rule: EngagementRule, at_ms: int) -> bool:
         """Add one event of ``rule`` at ``at_ms``; return False if the rule's cap held it back.
@@ -251,7 +291,9 @@ class Scorer:
         A cap counts the earliest N events of each fixed window, so that the score does not
         depend on the order in which events arrive.
         """
-        contribution = rule.points * decay_factor(state.ref_ms - at_ms, rule.half_life_ms) * reset_factor(state, at_ms)
+        contribution = rule.points * 2.0 ** (-(state.ref_ms - at_ms) / rule.half_life_ms)  # decay_factor
+        if state.resets:  # else the reset factor is 1.0
+            contribution *= reset_factor(state, at_ms)
         if rule.cap is not None:
             window = f"{rule.id}@{at_ms // rule.cap.window_ms}"
             counted = state.cap_windows.setdefault(window, [])
@@ -302,8 +344,10 @@ class Scorer:
             raise InvalidEvent("too_late", "occurred_at is older than the late window of this lead's latest event")
         at = occurred if last is None or occurred > last else last
         outputs: list[object] = []
-        self._settle_into(state, at, outputs)
-        feedback = event.kind is EventKind.SALES_FEEDBACK
+        if state.due_at is not None and state.due_at <= at:  # else settle has nothing to do
+            self._settle_into(state, at, outputs)
+        kind = event.kind
+        feedback = kind is EventKind.SALES_FEEDBACK
         if feedback:
             refusal = self._feedback(state, event, at, outputs)
             if refusal is not None:
@@ -313,22 +357,22 @@ class Scorer:
         state.seen[event.event_id] = occurred
         state.last_event_at = at
         counted = 0
-        if event.kind is EventKind.LEAD_PROFILE:
+        if kind is EventKind.LEAD_PROFILE:
             for name, value in event.attrs.items():
                 if state.profile_at.get(name, -1) <= occurred:
                     state.profile[name] = value
                     state.profile_at[name] = occurred
-        elif event.kind in SCORED_KINDS:
+        elif kind in SCORED_KINDS:
             if at > state.ref_ms:
                 self._rebase(state, at)
-            for rule in rules.by_kind[event.kind]:
-                if rule.matches(event.attrs):
-                    counted += self._count(state, rule, occurred)
-            if event.kind is EventKind.WEB_VISIT and (state.source_at is None or occurred < state.source_at):
+            for rule in self._matching(kind, event.attrs):
+                counted += self._count(state, rule, occurred)
+            if kind is EventKind.WEB_VISIT and (state.source_at is None or occurred < state.source_at):
                 state.source, state.source_at = first_touch(event.attrs), occurred
         if not feedback and (state.first_event_at is None or occurred < state.first_event_at):
             state.first_event_at = occurred
-        self._forget_old(state)
+        if state.resets or len(state.seen) > rules.max_tracked_events:  # else nothing to forget
+            self._forget_old(state)
         if not feedback:  # sales feedback never qualifies a lead by itself
             self._decide(state, event, at, outputs)
         if state.stage in DECAYING:
@@ -449,7 +493,7 @@ class Scorer:
                     _dead_letter(record, "scoring_error", f"{type(exc).__name__}: {str(exc)[:200]}")
                 )
                 continue
-            refused = [o for o in outputs if isinstance(o, Refusal)]
+            refused = [o for o in outputs if isinstance(o, Refusal)] if outputs else None
             if refused:
                 result.dead_letters.append(_dead_letter(record, "invalid_transition", refused[0].detail))
                 if len(outputs) > 1:  # the decay settled before the refusal still happened
@@ -458,7 +502,8 @@ class Scorer:
                 continue
             changed[event.lead_id] = state
             result.scored += 1
-            result.events_by_kind[event.kind.value] = result.events_by_kind.get(event.kind.value, 0) + 1
+            name = _KIND_NAMES[event.kind]
+            result.events_by_kind[name] = result.events_by_kind.get(name, 0) + 1
             if event.kind in SCORED_KINDS and counted == 0:
                 result.capped += 1
             if event.kind is EventKind.SALES_FEEDBACK:
@@ -466,7 +511,8 @@ class Scorer:
                 result.feedback[outcome] = result.feedback.get(outcome, 0) + 1
             if event.email_hash is not None:
                 result.email_links.append((event.email_hash, event.lead_id, event.occurred_at))
-            _collect(result, outputs)
+            if outputs:
+                _collect(result, outputs)
         return result
 
     def _erase(

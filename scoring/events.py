@@ -1,9 +1,8 @@
 """Inbound events: their kinds, and the decoding and validation of one raw record."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -89,11 +88,21 @@ _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096
 MAX_EVENT_BYTES = 65536
+# Per kind, what _attrs checks for each field: (name, accepted types, required, allowed values).
+_CHECKS: Mapping[EventKind, tuple[tuple[str, tuple[type, ...], bool, frozenset[str] | None], ...]] = {
+    kind: tuple((name, types, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items())
+    for kind, spec in EVENT_SPECS.items()
+}
+# URL -> its lower-case path: pages repeat, and splitting an absolute URL is the dearest check.
+_PATHS: dict[str, str] = {}
+_PATHS_SIZE = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A decoded, validated inbound event. ``occurred_at`` is in epoch milliseconds.
+
+    A named tuple: immutable like a frozen dataclass, and about five times cheaper to build (one
+    is built per inbound record).
 
     ``lead_id`` is empty for an anonymous web visit (``attrs["anonymous_id"]`` says whose): it is
     not scored but handed to the identity agent. ``email_hash`` is the pseudonym of a profile
@@ -144,6 +153,16 @@ def _occurred_at(payload: Mapping[str, Any]) -> int:
 
 
 def _path_of(url: str) -> str:
+    path = _PATHS.get(url)
+    if path is None:
+        path = _split_path(url)  # raises for a bad URL, which is never remembered
+        if len(_PATHS) >= _PATHS_SIZE:
+            _PATHS.clear()
+        _PATHS[url] = path
+    return path
+
+
+def _split_path(url: str) -> str:
     if url.startswith("/"):
         path = url.split("?", 1)[0].split("#", 1)[0]
     else:
@@ -159,20 +178,20 @@ def _path_of(url: str) -> str:
 
 def _attrs(kind: EventKind, payload: Mapping[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    for name, (types, required) in EVENT_SPECS[kind].items():
+    for name, types, required, allowed in _CHECKS[kind]:
         value = payload.get(name)
         if value is None:
             if required:
                 raise InvalidEvent("missing_field", f"field '{name}' is missing")
             continue
-        if isinstance(value, bool) or not isinstance(value, types):
+        if type(value) not in types:  # JSON gives exact types: a bool is not an int here
             wanted = "an integer" if types is _INT else "a string"
             raise InvalidEvent("wrong_type", f"field '{name}' must be {wanted}, got {type(value).__name__}")
-        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
-            raise InvalidEvent("invalid_value", f"field '{name}' is longer than {MAX_TEXT_LENGTH}")
-        if isinstance(value, int) and value < 0:
+        if types is _STR:
+            if len(value) > MAX_TEXT_LENGTH:
+                raise InvalidEvent("invalid_value", f"field '{name}' is longer than {MAX_TEXT_LENGTH}")
+        elif value < 0:
             raise InvalidEvent("invalid_value", f"field '{name}' must not be negative")
-        allowed = _ENUMS.get((kind, name))
         if allowed is not None and value not in allowed:
             raise InvalidEvent("invalid_value", f"field '{name}' must be one of {', '.join(sorted(allowed))}")
         attrs[name] = value
@@ -219,17 +238,11 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
     if key_text != lead_id:
         raise InvalidEvent("key_mismatch", "the record key differs from the event's lead_id")
-    event = Event(
-        kind=kind,
-        event_id=_text(payload, "event_id", MAX_ID_LENGTH),
-        lead_id=lead_id,
-        occurred_at=_occurred_at(payload),
-        attrs=_attrs(kind, payload),
-    )
+    event_id = _text(payload, "event_id", MAX_ID_LENGTH)
+    occurred_at = _occurred_at(payload)
+    attrs = _attrs(kind, payload)
     email = payload.get("email") if kind is EventKind.LEAD_PROFILE else None  # a string: _attrs checked it
-    if email is None:
-        return event
-    return Event(event.kind, event.event_id, lead_id, event.occurred_at, event.attrs, email_hash(email))
+    return Event(kind, event_id, lead_id, occurred_at, attrs, None if email is None else email_hash(email))
 
 
 def _anonymous_visit(key: bytes, payload: Mapping[str, Any]) -> Event:

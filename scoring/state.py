@@ -72,6 +72,9 @@ class LeadState:
     # Engagement resets by sales feedback, (occurred_at, factor), kept within the late window so
     # that a late event older than a reset is discounted like the events counted before it.
     resets: list[tuple[int, float]] = field(default_factory=list)
+    # The scorer's memo of the fit: (rules, the profile it was computed from, fit). Not encoded,
+    # not compared: fit is re-evaluated only when the profile (or the rules) differ.
+    fit_memo: tuple[Any, dict[str, str | int], float] | None = field(default=None, compare=False, repr=False)
 
 
 def encode_state(state: LeadState) -> bytes:

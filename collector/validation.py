@@ -17,7 +17,9 @@ from scoring.events import MAX_EVENT_BYTES, EventKind, decode_event
 
 __all__ = ["Accepted", "Rejected", "schema_error", "validate_event", "validator"]
 
-KINDS = {kind.value: kind for kind in EventKind}
+# Erasure requests are an operator's act (`leadscore erase`, or the lead-erasures topic), never
+# something a write key for tracking events may do.
+KINDS = {kind.value: kind for kind in EventKind if kind is not EventKind.ERASURE}
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ def test_anonymous_api_visit_is_keyed_by_its_anonymous_id() -> None:
             "action",
         ),
         (GOOD | {"type": "page_view"}, "unknown_type", "type"),
+        # a write key for tracking events must not be able to erase a lead
+        ({"type": "erasure", "lead_id": "L", "event_id": "e", "requested_at": 1}, "unknown_type", "type"),
         ({k: v for k, v in GOOD.items() if k != "type"}, "unknown_type", "type"),
         (GOOD | {"referrer": "x" * 70_000}, "invalid_value", "referrer"),
     ],

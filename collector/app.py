@@ -1,6 +1,8 @@
 """The collector's aiohttp application and ``leadscore collect``."""
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -10,7 +12,7 @@ from collector.routes import Collector
 from streams.clock import Clock
 from streams.settings import Settings
 
-__all__ = ["COLLECTOR", "build_app", "run_collector"]
+__all__ = ["COLLECTOR", "build_app", "run_collector", "serve"]
 
 log = logging.getLogger("collector")
 COLLECTOR = web.AppKey("collector", Collector)
@@ -51,7 +53,31 @@ def build_app(
 
 
 def run_collector(settings: Settings) -> None:
-    """Serve the collector until SIGINT/SIGTERM (no access log: it would hold IP addresses)."""
+    """Serve the collector until SIGINT/SIGTERM. Raises :class:`KafkaRefusedError` when the broker
+    refuses the credentials or its certificate; an unreachable broker only means 503 until it is up."""
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set), or until the broker refuses the collector:
+    then stop serving and raise the refusal (no access log: it would hold IP addresses)."""
     config = settings.collector
-    log.info("collector listening", extra={"host": config.host, "port": config.port})
-    web.run_app(build_app(settings), host=config.host, port=config.port, access_log=None, print=None)
+    producer = Producer(settings)
+    if stop is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(build_app(settings, producer=producer), access_log=None, handle_signals=False)
+    await runner.setup()  # starts the producer's background connection
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        log.info("collector listening", extra={"host": config.host, "port": config.port})
+        refused = asyncio.ensure_future(producer.refused())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((refused, stopped), return_when=asyncio.FIRST_COMPLETED)
+        refused.cancel()
+        stopped.cancel()
+    finally:
+        await runner.cleanup()
+    if producer.refusal is not None:
+        raise producer.refusal

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.kafka_clients import client_options
+from streams.kafka_clients import KafkaRefusedError, client_options, refusal
 from streams.settings import Settings
 
 __all__ = ["Outgoing", "Producer", "Unavailable", "create_producer"]
@@ -43,6 +43,8 @@ class Producer:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._refused = asyncio.Event()
+        self.refusal: KafkaRefusedError | None = None
         self.timeout_s = settings.collector.produce_timeout_s
 
     @property
@@ -51,8 +53,20 @@ class Producer:
         return self._producer is not None
 
     def start(self) -> None:
-        """Connect in the background, retrying until the broker answers."""
+        """Connect in the background, retrying until the broker answers (and stopping at a refusal
+        of the credentials or of the broker's certificate, which no retry can fix)."""
         self._starting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def refused(self) -> KafkaRefusedError:
+        """Wait until the broker refuses the credentials or its certificate; returns the clear error."""
+        await self._refused.wait()
+        assert self.refusal is not None
+        return self.refusal
+
+    def _refuse(self, error: KafkaRefusedError) -> None:
+        log.error("Kafka refused the collector", extra={"error": str(error)})
+        self.refusal = error
+        self._refused.set()
 
     async def _connect(self) -> None:
         from streams.topics import ensure_topics
@@ -60,6 +74,9 @@ class Producer:
         while True:
             try:  # never let the broker auto-create a topic with the wrong partition count
                 await ensure_topics(self._settings)
+            except KafkaRefusedError as exc:  # refused credentials or certificate: no retry helps
+                self._refuse(exc)
+                return
             except Exception as exc:  # unreachable, or a topic layout to fix: not ready, retried
                 log.warning("topics not ready", extra={"error": f"{type(exc).__name__}: {exc}"})
                 await asyncio.sleep(2.0)
@@ -67,8 +84,14 @@ class Producer:
             producer = create_producer(self._settings)
             try:
                 await producer.start()
-            except KafkaError:
+            except Exception as exc:  # a broker gone since the topic check: retried, unless refused
                 await producer.stop()
+                fatal = refusal(exc, ",".join(self._settings.bootstrap_servers), self._settings.security)
+                if fatal is not None:
+                    self._refuse(fatal)
+                    return
+                if not isinstance(exc, KafkaError):
+                    raise
                 await asyncio.sleep(1.0)
                 continue
             self._producer = producer

@@ -103,13 +103,14 @@ def collect() -> None:
     import logging.config
 
     from collector.app import run_collector
+    from streams.kafka_clients import KafkaAccessError
     from streams.logs import logging_config
 
     try:
         settings = settings_from_env()
         logging.config.dictConfig(logging_config(settings.log_level))
-        run_collector(settings)
-    except (SettingsError, ValueError) as exc:
+        run_collector(settings)  # refused credentials stop it here, as the worker's
+    except (SettingsError, ValueError, KafkaAccessError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

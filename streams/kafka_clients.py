@@ -35,6 +35,11 @@ class KafkaAccessError(RuntimeError):
     not verify, or none answered in time. The message never holds the password."""
 
 
+class KafkaRefusedError(KafkaAccessError):
+    """A broker answered and refused the credentials or its certificate did not verify: no retry
+    can fix it (unlike a broker that is merely unreachable)."""
+
+
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
     """The TLS context for SSL and SASL_SSL (hostname checked), else None."""
     if not security.tls:
@@ -114,16 +119,16 @@ def _host_port(server: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def refusal(exc: BaseException, server: str, security: KafkaSecurity) -> KafkaAccessError | None:
+def refusal(exc: BaseException, server: str, security: KafkaSecurity) -> KafkaRefusedError | None:
     """The clear error for a failure no retry can fix (refused credentials, unverified certificate),
     else None (the broker may just not be up yet)."""
     if isinstance(exc, _REFUSED):
-        return KafkaAccessError(
+        return KafkaRefusedError(
             f"the Kafka broker {server} refused {security.describe()}: {type(exc).__name__} "
             f"(check {PREFIX}SASL_USERNAME, the password, {PREFIX}SASL_MECHANISM and that the user exists)"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return KafkaAccessError(
+        return KafkaRefusedError(
             f"the TLS certificate of the Kafka broker {server} did not verify ({exc.verify_message}; "
             f"{PREFIX}SSL_CAFILE is {security.cafile or 'unset: the system CAs'})"
         )

@@ -95,7 +95,21 @@ def schema_validate(module: ModuleType, doc: dict[str, Any], version: str) -> No
 
 def test_there_are_manifests() -> None:
     kinds = sorted(d["kind"] for d in all_documents())
-    assert kinds == ["ConfigMap", "ConfigMap", "Namespace", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
+        "Service",
+        "Service",
+        "Service",
+        "StatefulSet",
+    ]
+    # Secrets are created with kubectl (collector.yaml's comment), never committed.
+    assert "Secret" not in kinds
 
 
 @pytest.mark.parametrize("version", kubernetes_versions())
@@ -352,7 +366,7 @@ def test_statefulset_selector_matches_its_pods() -> None:
 
 
 def test_pdb_selects_the_statefulsets_pods() -> None:
-    pdb = one("PodDisruptionBudget")["spec"]
+    pdb = one("PodDisruptionBudget", "leadscore")["spec"]
     pod_labels = statefulset()["spec"]["template"]["metadata"]["labels"]
     assert pdb["maxUnavailable"] == 1
     assert "minAvailable" not in pdb
@@ -390,6 +404,156 @@ def test_pods_are_annotated_for_prometheus() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "6066"
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+# --- the collector -----------------------------------------------------------------------------
+
+COLLECTOR_LABELS = {"app.kubernetes.io/name": "leadscore", "app.kubernetes.io/component": "collector"}
+COLLECTOR_SECRET = "leadscore-collector"
+
+
+def collector_deployment() -> dict[str, Any]:
+    return one("Deployment", "leadscore-collector")
+
+
+def collector_container(deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    containers = (deployment or collector_deployment())["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["collector"]
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def collector_environment(deployment: dict[str, Any] | None = None) -> dict[str, str]:
+    """The collector pod's LEADSCORE_* variables: its ConfigMaps' (envFrom) and its own env list,
+    a secret's value stood in for by ``secret:<key>``."""
+    container = collector_container(deployment)
+    variables: dict[str, str] = {}
+    for source in container["envFrom"]:
+        variables |= one("ConfigMap", source["configMapRef"]["name"])["data"]
+    for entry in container["env"]:
+        if "value" in entry:
+            variables[entry["name"]] = entry["value"]
+        else:
+            variables[entry["name"]] = "secret:" + entry["valueFrom"]["secretKeyRef"]["key"]
+    return variables
+
+
+def test_collector_is_a_stateless_deployment_of_two() -> None:
+    deployment = collector_deployment()["spec"]
+    assert deployment["replicas"] == 2
+    assert deployment["selector"]["matchLabels"] == COLLECTOR_LABELS
+    assert COLLECTOR_LABELS.items() <= deployment["template"]["metadata"]["labels"].items()
+    pod = deployment["template"]["spec"]
+    assert "volumeClaimTemplates" not in deployment
+    assert all("persistentVolumeClaim" not in volume for volume in pod.get("volumes", []))
+    container = collector_container()
+    assert container["args"] == ["collect"]
+    assert container["image"] == worker_container()["image"]
+    # The worker's selectors never pick a collector pod, nor the reverse.
+    assert not POD_LABELS.items() <= deployment["template"]["metadata"]["labels"].items()
+
+
+def test_collector_port_and_probes_are_the_settings() -> None:
+    settings = settings_from_env(collector_environment())
+    port = settings.collector.port
+    assert port == 6070
+    # 127.0.0.1, the default, would answer nothing outside the pod.
+    assert settings.collector.host == "0.0.0.0"
+    container = collector_container()
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    annotations = collector_deployment()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service = one("Service", "leadscore-collector")["spec"]
+    assert service["selector"] == COLLECTOR_LABELS
+    assert service["ports"] == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_collector_routes_answer_the_probe_paths() -> None:
+    from collector.app import build_app
+
+    variables = collector_environment()
+    del variables["LEADSCORE_SENDGRID_PUBLIC_KEY"]  # a stand-in value is not a key the app accepts
+    app = build_app(settings_from_env(variables))
+    paths = {resource.canonical for resource in app.router.resources()}
+    container = collector_container()
+    assert {container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")} <= paths
+    assert "/metrics" in paths
+
+
+def test_every_collector_variable_is_a_setting_it_reads() -> None:
+    variables = collector_environment()
+    assert all(name.startswith(PREFIX) for name in variables), sorted(variables)
+    assert unread_variables(variables) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "misspelt"),
+    [
+        ("LEADSCORE_COLLECTOR_WRITE_KEYS", "LEADSCORE_COLLECTOR_WRITEKEYS"),
+        ("LEADSCORE_COLLECTOR_TOKEN_SECRET", "LEADSCORE_TOKEN_SECRET"),
+        ("LEADSCORE_SENDGRID_PUBLIC_KEY", "LEADSCORE_COLLECTOR_SENDGRID_PUBLIC_KEY"),
+    ],
+)
+def test_a_misspelt_collector_variable_is_caught(name: str, misspelt: str) -> None:
+    deployment = copy.deepcopy(collector_deployment())
+    entry = next(e for e in collector_container(deployment)["env"] if e["name"] == name)
+    entry["name"] = misspelt
+    assert unread_variables(collector_environment(deployment)) == [misspelt]
+
+
+def test_collector_secrets_reach_their_settings() -> None:
+    collector = settings_from_env(collector_environment()).collector
+    assert collector.write_keys == ("secret:write-keys",)
+    assert collector.token_secret == "secret:token-secret"
+    assert collector.sendgrid_public_key == "secret:sendgrid-public-key"
+    assert collector.cookie_secure is True
+
+
+def test_collector_secrets_come_from_the_documented_secret() -> None:
+    refs = [e["valueFrom"]["secretKeyRef"] for e in collector_container()["env"] if "valueFrom" in e]
+    assert {ref["name"] for ref in refs} == {COLLECTOR_SECRET}
+    assert all("value" not in e for e in collector_container()["env"])
+    # collector.yaml's comment creates that secret with every key the pods read.
+    text = (K8S_DIR / "collector.yaml").read_text(encoding="utf-8")
+    assert f"create secret generic {COLLECTOR_SECRET} " in text
+    for ref in refs:
+        assert f"--from-literal={ref['key']}=" in text, ref["key"]
+    # Only the SendGrid key may be missing (webhooks then unauthenticated, with a warning).
+    optional = {ref["key"] for ref in refs if ref.get("optional")}
+    assert optional == {"sendgrid-public-key"}
+
+
+def test_collector_shares_the_workers_kafka_and_topic_settings() -> None:
+    # It creates missing topics: same brokers, names, partitions and replication as the workers.
+    assert collector_container()["envFrom"][0] == {"configMapRef": {"name": "leadscore-env"}}
+    collector = settings_from_env(collector_environment())
+    worker = settings_from_env(env_configmap())
+    assert collector.bootstrap_servers == worker.bootstrap_servers
+    assert collector.topics == worker.topics
+    assert collector.partitions == worker.partitions
+
+
+def test_collector_pod_security() -> None:
+    pod = collector_deployment()["spec"]["template"]["spec"]
+    container = collector_container()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]]
+    assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
+
+
+def test_collector_pdb_keeps_one_up() -> None:
+    pdb = one("PodDisruptionBudget", "leadscore-collector")["spec"]
+    assert pdb["selector"]["matchLabels"] == collector_deployment()["spec"]["selector"]["matchLabels"]
+    assert 1 <= pdb["minAvailable"] < collector_deployment()["spec"]["replicas"]
 
 
 if __name__ == "__main__":

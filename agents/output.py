@@ -91,7 +91,9 @@ def record_states(
         key = lead_id.encode()
         items.append((key, encode_state(state)))
         cache[key] = state
-        service.count_stage(previous_stages.get(lead_id), state.stage.value)
+        before, after = previous_stages.get(lead_id), state.stage.value
+        if before != after:  # most writes keep the stage: no count or gauge to touch
+            service.count_stage(before, after)
         service.due.schedule(partition, lead_id, state.due_at if state.stage is Stage.MQL else None)
     service.metrics.due_leads.set(len(service.due))
     return items

@@ -21,6 +21,7 @@ from scoring.state import LeadState, Stage
 
 _FIT_MEMO_SIZE = 4096
 _MATCH_MEMO_SIZE = 16384
+_LN2 = math.log(2)
 _KIND_NAMES = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
 
 
@@ -236,10 +237,11 @@ class Scorer:
         t = float(after_ms)
         for _ in range(60):
             elapsed = t - state.ref_ms
-            level = sum(v * decay_factor(elapsed, h) for v, h in terms)
+            decayed = [v * 2.0 ** (-elapsed / h) for v, h in terms]  # decay_factor, once per term
+            level = sum(decayed)
             if level < limit:
                 break
-            slope = -sum(v * decay_factor(elapsed, h) * math.log(2) / h for v, h in terms)
+            slope = -sum([d * _LN2 / h for d, (_, h) in zip(decayed, terms, strict=True)])
             step = (level - limit) / -slope if slope < 0 else 0.0
             if step < 0.5:
                 break

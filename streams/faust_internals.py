@@ -78,10 +78,12 @@ class BatchConsumer(AIOKafkaConsumer):
                     continue
                 for index, (tp, batch) in enumerate(fetched):
                     if not self._may_continue(generation):
-                        await self._rewind(fetched[index:])  # a rebalance started: read these again
+                        async with self._batch_lock():  # a rebalance started: read these again
+                            await self._rewind(fetched[index:], generation)
                         break
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
-                        await self._rewind([(tp, batch)])  # paused (recovery): read these again
+                        async with self._batch_lock():  # paused (recovery): read these again
+                            await self._rewind([(tp, batch)], generation)
                         continue
                     last = read_offset[tp]
                     fresh = batch if last is None else [r for r in batch if r.offset >= last]
@@ -90,7 +92,7 @@ class BatchConsumer(AIOKafkaConsumer):
                     if handler is not None and tp.topic in topics:
                         async with self._batch_lock():
                             if not self._may_continue(generation):
-                                await self._rewind(fetched[index:])
+                                await self._rewind(fetched[index:], generation)
                                 break
                             await self._gap_before(tp, last, fresh)
                             stopping = await self._finish(handler(tp, fresh))
@@ -123,10 +125,15 @@ class BatchConsumer(AIOKafkaConsumer):
     def _may_continue(self, generation: int) -> bool:
         return bool(self.flow_active) and self.app.consumer_generation_id == generation
 
-    async def _rewind(self, dropped: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    async def _rewind(self, dropped: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
         """Seek back to records fetched but not processed: the fetch position has already moved
         past them, and nothing else guarantees they are read again (stock Faust drops them and
-        relies on a later seek to the committed offset, which may come before this fetch)."""
+        relies on a later seek to the committed offset, which may come before this fetch).
+        Called with the batch lock held, so a revocation (which waits for it) cannot complete and
+        the new assignment's seek to the committed offsets comes after this one, never before."""
+        if self.app.consumer_generation_id != generation:
+            await self._resync(dropped)
+            return
         for tp, batch in dropped:
             if batch and tp in self.assignment():
                 await self.seek(tp, batch[0].offset)
@@ -141,7 +148,11 @@ class BatchConsumer(AIOKafkaConsumer):
         for tp, batch in fetched:
             if batch and tp in self.assignment():
                 target = self._read_offset.get(tp)
-                await self.seek(tp, batch[0].offset if target is None else target)
+                if target is None:
+                    if not self.flow_active:
+                        continue  # recovery under way: its seek to the committed offsets comes next
+                    target = batch[0].offset  # no committed offset: these came from the earliest
+                await self.seek(tp, target)
 
     @staticmethod
     async def _finish(work: Awaitable[None]) -> bool:

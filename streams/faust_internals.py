@@ -148,10 +148,8 @@ class BatchConsumer(AIOKafkaConsumer):
         for tp, batch in fetched:
             if batch and tp in self.assignment():
                 target = self._read_offset.get(tp)
-                if target is None:
-                    if not self.flow_active:
-                        continue  # recovery under way: its seek to the committed offsets comes next
-                    target = batch[0].offset  # no committed offset: these came from the earliest
+                if target is None:  # no committed offset (or the recovery's seek is still to come)
+                    target = batch[0].offset
                 await self.seek(tp, target)
 
     @staticmethod

@@ -83,7 +83,7 @@ def erasures(records: Iterable[InputRecord]) -> dict[str, Erased]:
             try:
                 event = decode_event(record.kind, record.key, record.value)
             except InvalidEvent:
-                continue
+                continue  # not an erasure: the scoring pass dead-letters this record with its reason
             previous = erased.get(event.lead_id)
             erased[event.lead_id] = Erased(max(event.occurred_at, previous.at if previous else 0), 0)
     return erased

@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> Service:
         table_standby_replicas=0,
         broker_session_timeout=settings.group.session_timeout_s,
         broker_heartbeat_interval=settings.group.heartbeat_interval_s,
+        consumer_group_instance_id=settings.group.instance_id,
     )
     topics = declare_topics(app, settings)
     leads = app.Table(

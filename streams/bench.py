@@ -448,18 +448,24 @@ def part_recovery(ctx: Context) -> None:
     """Build a table of N leads, SIGKILL, restart with the data dir, then with a fresh one."""
     from streams.bench_input import produce, profile_records
     from streams.bench_kafka import end_offsets_sum
-    from streams.bench_proc import Worker, measure_catch_up
+    from streams.bench_proc import Worker, free_port, measure_catch_up
     from streams.topics import ensure_topics
 
     leads = ctx.options.recovery_leads
-    env = ctx.run.env("rec", topic_prefix=f"{ctx.run.name}-rec.", data="rec-a")
+    # Static membership, as the README advises for production: a restarted worker takes its
+    # partitions back at once instead of waiting for the dead member's session to expire.
+    env = {
+        **ctx.run.env("rec", topic_prefix=f"{ctx.run.name}-rec.", data="rec-a"),
+        "LEADSCORE_GROUP_INSTANCE_ID": "bench-recovery-0",
+    }
     settings = settings_of(env)
     asyncio.run(ensure_topics(settings))
     _say(f"recovery: producing {leads:,} profile events")
     records = profile_records(leads, int(time.time() * 1000), settings.topics.lead_profiles)
     asyncio.run(produce(client_options(settings), records, settings.partitions))
     logs = ctx.run.run_dir
-    builder = Worker("rec-build", env, logs / "rec-build.log").start()
+    port = free_port()  # one URL for the one static member: Faust checks it against the kept assignment
+    builder = Worker("rec-build", env, logs / "rec-build.log", web_port=port).start()
     try:
         empty_start = builder.wait_ready(READY_TIMEOUT_S)
         built = measure_catch_up([builder], leads, _catch_up_timeout(leads))
@@ -470,10 +476,10 @@ def part_recovery(ctx: Context) -> None:
         end_offsets_sum(client_options(settings), f"{env['LEADSCORE_APP_ID']}-leads-changelog", settings.partitions)
     )
     _say(f"recovery: {leads:,} leads built at {built.events_per_s:,.0f}/s; {changelog:,} changelog messages; killed")
-    same = _restart(Worker("rec-same", env, logs / "rec-same.log"), signal.SIGTERM)
+    same = _restart(Worker("rec-same", env, logs / "rec-same.log", web_port=port), signal.SIGTERM)
     _say(f"recovery: ready after {same['ready_s']:.1f} s with the same data dir")
     fresh_env = {**env, "LEADSCORE_DATA_DIR": str(ctx.run.run_dir / "data" / "rec-b")}
-    fresh = _restart(Worker("rec-fresh", fresh_env, logs / "rec-fresh.log"), signal.SIGKILL)
+    fresh = _restart(Worker("rec-fresh", fresh_env, logs / "rec-fresh.log", web_port=port), signal.SIGKILL)
     _say(f"recovery: ready after {fresh['ready_s']:.1f} s with a fresh data dir")
     ctx.report["recovery"] = {
         "leads": leads,
@@ -484,11 +490,13 @@ def part_recovery(ctx: Context) -> None:
         "fresh_data_dir": fresh,
         "method": (
             "one profile event per lead; the worker builds the table, waits for a commit and is SIGKILLed; a new "
-            "worker starts on the same data dir (RocksDB keeps its changelog offsets); it is stopped cleanly once "
-            "ready (it leaves the group), then a worker starts on a fresh data dir: a full changelog restore, "
-            "without the session wait. ready_s = process start to /readyz 200 (polled every 0.2 s); from the "
-            "worker's log: assigned_s = process start to its first partition assignment (after a SIGKILL the "
-            "group waits for the dead member's session to expire: Faust's broker_session_timeout, 60 s), "
+            "worker starts on the same data dir (RocksDB keeps its changelog offsets); it is stopped once ready, "
+            "then a worker starts on a fresh data dir: a full changelog restore. Every worker has the same "
+            "LEADSCORE_GROUP_INSTANCE_ID (static membership), so a restarted one takes the partitions back at once; "
+            "without it, after a SIGKILL the group waits for the dead member's session to expire "
+            "(LEADSCORE_SESSION_TIMEOUT, 60 s) before the assignment. ready_s = process start to /readyz 200 "
+            "(polled every 0.2 s); from the worker's log: assigned_s = process start to its first partition "
+            "assignment, "
             "changelog_restore_s = assignment to Faust's 'Restore complete!', due_index_rebuild_s = from there "
             "to 'lead table recovered' (the scan of every state that rebuilds the due index)"
         ),

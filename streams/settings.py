@@ -1,6 +1,7 @@
 """The service's settings: one frozen object, read from the environment here and nowhere else."""
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -196,6 +197,11 @@ class GroupSettings:
     # How long the group waits for a silent member (a crash, a SIGSTOP) before its partitions move;
     # heartbeats go every third of it, at most every 3 s. Kafka brokers accept 6 to 1800 s by default.
     session_timeout_s: float = 60.0
+    # Static membership (KIP-345): a worker restarted under the same id takes its partitions back at
+    # once instead of after the session timeout. A stopped static member does not leave the group,
+    # so its partitions wait the session timeout unless it comes back: give each worker its own
+    # stable id (a StatefulSet pod name, a host name); None keeps dynamic membership.
+    instance_id: str | None = None
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -203,8 +209,18 @@ class GroupSettings:
         return min(3.0, self.session_timeout_s / 3)
 
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
 def _group_settings(env: Mapping[str, str]) -> GroupSettings:
-    return GroupSettings(session_timeout_s=_number(env, "SESSION_TIMEOUT", GroupSettings().session_timeout_s, 1))
+    instance_id = env.get(PREFIX + "GROUP_INSTANCE_ID", "").strip() or None
+    if instance_id is not None and not _INSTANCE_ID.fullmatch(instance_id):
+        raise SettingsError(
+            f"{PREFIX}GROUP_INSTANCE_ID must be 1-200 characters of letters, digits, '.', '_' or '-', "
+            f"got {instance_id!r}"
+        )
+    session_timeout_s = _number(env, "SESSION_TIMEOUT", GroupSettings().session_timeout_s, 1)
+    return GroupSettings(session_timeout_s=session_timeout_s, instance_id=instance_id)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -273,7 +289,7 @@ class Settings:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
-    group: GroupSettings = field(default_factory=GroupSettings)  # LEADSCORE_SESSION_TIMEOUT
+    group: GroupSettings = field(default_factory=GroupSettings)  # LEADSCORE_SESSION_TIMEOUT, _GROUP_INSTANCE_ID
 
     @property
     def broker_url(self) -> str:

@@ -1,7 +1,8 @@
-"""LEADSCORE_SESSION_TIMEOUT: the worker's consumer-group session timeout and heartbeat."""
+"""LEADSCORE_SESSION_TIMEOUT and _GROUP_INSTANCE_ID: the worker's consumer-group membership."""
 
 import pytest
 
+from streams.app import create_app
 from streams.settings import GroupSettings, SettingsError, settings_from_env
 
 
@@ -20,3 +21,22 @@ def test_a_short_session_heartbeats_three_times_per_session() -> None:
 def test_a_bad_session_timeout_is_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match="LEADSCORE_SESSION_TIMEOUT"):
         settings_from_env({"LEADSCORE_SESSION_TIMEOUT": raw})
+
+
+def test_membership_is_dynamic_unless_an_instance_id_is_given() -> None:
+    assert settings_from_env({}).group.instance_id is None
+    assert settings_from_env({"LEADSCORE_GROUP_INSTANCE_ID": "  "}).group.instance_id is None
+    assert settings_from_env({"LEADSCORE_GROUP_INSTANCE_ID": "leadscore-worker-2"}).group.instance_id == (
+        "leadscore-worker-2"
+    )
+
+
+@pytest.mark.parametrize("raw", ["worker 1", "w/1", "x" * 201])
+def test_a_bad_instance_id_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="LEADSCORE_GROUP_INSTANCE_ID"):
+        settings_from_env({"LEADSCORE_GROUP_INSTANCE_ID": raw})
+
+
+def test_the_instance_id_reaches_the_consumer_configuration() -> None:
+    settings = settings_from_env({"LEADSCORE_GROUP_INSTANCE_ID": "worker-a"})
+    assert create_app(settings).app.conf.consumer_group_instance_id == "worker-a"

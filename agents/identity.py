@@ -9,19 +9,16 @@ under the same event ids, which the scorer counts once.
 """
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents.output import dead_letter
-from scoring.errors import InvalidEvent
+from agents.dead_letters import DeadLetterBlocked
+from agents.output import send_outputs
+from scoring.engine import BatchResult
 from scoring.events import EventKind
-from scoring.identity import (
-    DAY_MS,
-    IdentityConfig,
-    apply_identity,
-    decode_identity,
-    decode_identity_state,
-    encode_identity_state,
-)
+from scoring.identity import DAY_MS, IdentityConfig, decode_identity_state, encode_identity_state
+from scoring.identity_batch import apply_identity_batch
+from scoring.outputs import DeadLetter
 from streams.faust_internals import read_states, write_states
 
 if TYPE_CHECKING:
@@ -30,33 +27,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def handle_identity(
-    service: "Service", message: Any, config: IdentityConfig, forward_to: dict[EventKind, Any]
+async def handle_identities(
+    service: "Service", records: Sequence[Any], config: IdentityConfig, forward_to: dict[EventKind, Any]
 ) -> None:
-    """Apply one ``lead-identities`` record: park, link, release or refuse."""
-    try:
-        decoded = decode_identity(message.key, message.value)
-    except InvalidEvent as exc:
-        await dead_letter(service, message, exc.reason, exc.detail)
-        return
-    table, partition, key = service.identities, message.partition, message.key
-    raw = read_states(table, partition, [key]).get(key)
-    state = decode_identity_state(raw) if raw is not None else None
-    result = apply_identity(state, decoded, service.clock.now_ms(), config)
-    pending = [await forward_to[f.kind].send(key=f.lead_id.encode(), value=f.value) for f in result.forwards]
+    """Apply ``lead-identities`` records of one partition, in offset order: park, link, release
+    or refuse. Released events and dead letters are awaited, then each changed key is written
+    once (one changelog batch)."""
+    table, partition = service.identities, records[0].partition
+    keys = {r.key for r in records if isinstance(r.key, bytes)}
+    stored = read_states(table, partition, keys)
+    states = {key: decode_identity_state(raw) for key, raw in stored.items()}
+    batch = apply_identity_batch([(r.key, r.value) for r in records], states, service.clock.now_ms(), config)
+    pending = [await forward_to[f.kind].send(key=f.lead_id.encode(), value=f.value) for f in batch.forwards]
     for future in pending:
         await future
-    if result.conflict is not None:
-        await dead_letter(service, message, "identity_conflict", result.conflict)
-    encoded = encode_identity_state(result.state)
-    empty = result.state.lead_id is None and not result.state.parked
-    if encoded != raw and not (raw is None and empty):
-        await write_states(table, partition, [(key, encoded)])
+    letters = []
+    for rejected in batch.rejected:
+        r = records[rejected.index]
+        letters.append(DeadLetter(rejected.reason, rejected.detail, r.topic, r.partition, r.offset, r.key, r.value))
+    if letters:
+        await send_outputs(service, BatchResult(dead_letters=letters))
+    items: list[tuple[bytes, bytes | None]] = []
+    for key, state in batch.states.items():
+        encoded, raw = encode_identity_state(state), stored.get(key)
+        empty = state.lead_id is None and not state.parked
+        if encoded != raw and not (raw is None and empty):
+            items.append((key, encoded))
+    await write_states(table, partition, items)
     metrics = service.metrics
-    for outcome, count in result.counts.items():
+    for outcome, count in batch.counts.items():
         metrics.identity_events.labels(outcome).inc(count)
-    if result.link is not None:
-        metrics.identity_links.labels(result.link).inc()
+    for link, count in batch.links.items():
+        metrics.identity_links.labels(link).inc(count)
 
 
 def register_identity(service: "Service") -> None:
@@ -82,18 +84,34 @@ def register_identity(service: "Service") -> None:
     }
     service.metrics.processing_errors.labels("identity")
 
+    async def handle_safely(records: Sequence[Any]) -> None:
+        try:
+            await handle_identities(service, records, config, forward_to)
+        except DeadLetterBlocked:
+            raise  # stopping while the dead-letter topic refuses records: they are not acked
+        except Exception as exc:
+            # Faust would ack the records and lose them: dead-letter them and go on.
+            service.metrics.processing_errors.labels("identity").inc()
+            first = records[0]
+            log.exception(
+                "identity messages failed; records dead-lettered",
+                extra={"topic": first.topic, "partition": first.partition, "offset": first.offset},
+            )
+            letters = [
+                DeadLetter("scoring_error", type(exc).__name__, r.topic, r.partition, r.offset, r.key, r.value)
+                for r in records
+            ]
+            await send_outputs(service, BatchResult(dead_letters=letters))
+
+    async def identity_batch(tp: Any, records: Sequence[Any]) -> None:
+        await handle_safely(records)
+        service.note_progress(tp.topic, tp.partition, records[-1].timestamp / 1000)
+
+    service.identity_batch = identity_batch  # the batch consumer's path (streams/app.py)
+
     @app.agent(service.topics.identities, name="identities")  # type: ignore[untyped-decorator]
     async def identities(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                await handle_identity(service, message, config, forward_to)
-            except Exception as exc:
-                # Faust would ack the record and lose it: dead-letter it and go on.
-                service.metrics.processing_errors.labels("identity").inc()
-                log.exception(
-                    "identity message failed; record dead-lettered",
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                )
-                await dead_letter(service, message, "scoring_error", type(exc).__name__)
+            await handle_safely([message])
             service.note_progress(message.topic, message.partition, message.timestamp)

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class Service:
     # Why consumption waits, while the dead-letter topic refuses records (agents/dead_letters.py).
     dead_letter_blocked: str | None = None
     identities: Any = None  # faust Table: identity key (bytes) -> encoded IdentityState (agents/identity.py)
+    # The batch consumer's path for lead-identities: (tp, records of one partition) (agents/identity.py).
+    identity_batch: Callable[[Any, Sequence[Any]], Awaitable[None]] | None = None
     erasures: Any = None  # faust Table: lead id (bytes) -> b"<erased_at ms>:<crossings>"; no personal data
     # (topic, partition) -> (wall time of the last record processed, that record's timestamp)
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
@@ -138,8 +141,14 @@ def create_app(settings: Settings) -> Service:
         from agents.batch import score_batch
         from streams.faust_internals import install_batch_consumer
 
-        async def handle(tp: Any, records: Any) -> None:
-            await score_batch(service, tp, records)
+        identities_topic, identity_batch = settings.topics.identities, service.identity_batch
+        assert identity_batch is not None
 
-        install_batch_consumer(app, settings.topics.inbound(), handle)
+        async def handle(tp: Any, records: Any) -> None:
+            if tp.topic == identities_topic:
+                await identity_batch(tp, records)
+            else:
+                await score_batch(service, tp, records)
+
+        install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle)
     return service

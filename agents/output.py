@@ -11,7 +11,7 @@ from scoring.engine import BatchResult, Erased
 from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
-from streams.faust_internals import read_states, write_states
+from streams.faust_internals import read_states, send_keyed, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -31,16 +31,14 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
     under the same event id, never lost. Dead letters are awaited too (agents/dead_letters.py:
     while the topic refuses them, this waits and the source record is not acked).
     """
-    topics, metrics = service.topics, service.metrics
+    names, metrics = service.settings.topics, service.metrics
     now_ms = service.clock.now_ms()
-    pending = []
-    for mql in result.mql:
-        pending.append(await topics.mql_handoff.send(key=mql.lead_id.encode(), value=orjson.dumps(mql.to_payload())))
-    for nurture in result.nurture:
-        value = orjson.dumps(nurture.to_payload())
-        pending.append(await topics.lead_nurture.send(key=nurture.lead_id.encode(), value=value))
-    for future in pending:
-        await future
+    if result.mql:
+        handoffs = [(mql.lead_id.encode(), orjson.dumps(mql.to_payload())) for mql in result.mql]
+        await send_keyed(service.app, names.mql_handoff, handoffs)
+    if result.nurture:
+        returns = [(nurture.lead_id.encode(), orjson.dumps(nurture.to_payload())) for nurture in result.nurture]
+        await send_keyed(service.app, names.lead_nurture, returns)
     for mql in result.mql:
         metrics.mql_events.inc()
         if service.settings.clock_speed == 1.0:
@@ -57,17 +55,20 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
 async def send_identities(service: "Service", result: BatchResult) -> None:
     """Pass anonymous visits, and the e-mail pseudonyms of profile events, to the identity agent
     (sent before the source offset can be committed, like dead letters)."""
-    topic, metrics = service.topics.identities, service.metrics
+    if not result.anonymous and not result.email_links:
+        return
+    messages = []
     for record in result.anonymous:
         key, raw = record.key, record.value
         assert key is not None  # decoded by the core: the key is the anonymous_id, the value a visit
         assert raw is not None
-        await topic.send(key=ANON_PREFIX.encode() + key, value=visit_message(key.decode(), raw))
+        messages.append((ANON_PREFIX.encode() + key, visit_message(key.decode(), raw)))
+    for hashed, lead_id, occurred_at in result.email_links:
+        messages.append(((EMAIL_PREFIX + hashed).encode(), email_known_message(hashed, lead_id, occurred_at)))
+    await send_keyed(service.app, service.settings.topics.identities, messages)
+    metrics = service.metrics
     if result.anonymous:
         metrics.identity_sent.labels("visit").inc(len(result.anonymous))
-    for hashed, lead_id, occurred_at in result.email_links:
-        value = email_known_message(hashed, lead_id, occurred_at)
-        await topic.send(key=(EMAIL_PREFIX + hashed).encode(), value=value)
     if result.email_links:
         metrics.identity_sent.labels("email_known").inc(len(result.email_links))
 

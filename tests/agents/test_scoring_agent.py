@@ -10,6 +10,7 @@ from unittest.mock import AsyncMock
 import orjson
 import pytest
 
+from agents import output
 from scoring.state import decode_state
 from streams import faust_internals
 from streams.app import Service, create_app
@@ -27,8 +28,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     # Settings are fixed before the app exists: the factory builds a fresh app per test.
     settings = Settings(store="memory://", data_dir=tmp_path, app_id=f"agents-{uuid.uuid4().hex[:8]}")
     service = create_app(settings)
-    for topic in (service.topics.mql_handoff, service.topics.lead_nurture):
-        topic.send = AsyncMock(side_effect=resolved)
+    # MQL, nurture and identity messages go out in produce batches (no producer here): recorded.
+    monkeypatch.setattr(output, "send_keyed", AsyncMock())
     # Dead letters go through the producer itself (agents/dead_letters.py): recorded instead.
     monkeypatch.setattr(service.app.producer, "send", AsyncMock(side_effect=resolved))
     # No producer in the test context: the changelog send is recorded instead.
@@ -69,9 +70,14 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
     assert all(call.args[1] == 0 for call in sent.call_args_list)  # on the event's partition
     assert state.stage.value == "mql"
     assert state.crossings == 1
-    send = service.topics.mql_handoff.send
-    assert send.call_count == 1
-    payload = orjson.loads(send.call_args.kwargs["value"])
+    send = output.send_keyed
+    assert isinstance(send, AsyncMock)
+    handoffs = [call.args[2] for call in send.call_args_list if call.args[1] == service.settings.topics.mql_handoff]
+    assert len(handoffs) == 1
+    assert len(handoffs[0]) == 1
+    key, value = handoffs[0][0]
+    assert key == b"L1"
+    payload = orjson.loads(value)
     assert payload["lead_id"] == "L1"
     assert payload["triggering_event_id"] == "d"
     assert service.app.producer.send.call_count == 0

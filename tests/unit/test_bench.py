@@ -232,6 +232,7 @@ def test_targets_are_reported_not_enforced() -> None:
     assert met["events/s vs baseline"] is True
     assert met["worker CPU per event"] is True
     assert met["p99 event->MQL at 50% of max rate"] is False
+    assert met["recovery after a SIGKILL (same data dir, static membership)"] is False  # 61 s
     assert met["recovery of the lead table (fresh data dir)"] is True
     assert met["decay tick cost follows the due leads"] is True
     assert met["4 workers vs 1"] is None  # 2 cores

@@ -13,6 +13,7 @@ from agents.dead_letters import DeadLetterBlocked
 from agents.output import apply_result, load_erased, load_states, send_outputs
 from scoring.engine import BatchResult, InputRecord
 from scoring.outputs import DeadLetter
+from streams.faust_internals import MembershipLost
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -27,6 +28,9 @@ async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> No
             await _score(service, tp, records)
     except DeadLetterBlocked:
         raise  # stopping while the dead-letter topic refuses records: the batch is not acked
+    except MembershipLost:
+        service.caches.pop(tp.partition, None)
+        raise  # no longer the partition's owner: the batch is dropped, not acked (read again)
     except Exception as exc:
         service.caches.pop(tp.partition, None)  # states may be half-applied: read them again
         service.metrics.processing_errors.labels("batch").inc()

@@ -14,6 +14,7 @@ import orjson
 
 from agents.output import apply_result, dead_letter, load_states
 from scoring.state import Stage, decode_state
+from streams.faust_internals import MembershipLost
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -61,6 +62,9 @@ def register_decay(service: "Service") -> None:
             try:
                 async with service.partition_lock(message.partition):
                     await expire_due(service, message.partition, now_ms)
+            except MembershipLost:  # frozen past the session timeout: the partition's next owner decays it
+                service.caches.pop(message.partition, None)
+                continue
             except Exception as exc:
                 service.caches.pop(message.partition, None)
                 service.metrics.processing_errors.labels("decay").inc()

@@ -11,7 +11,7 @@ from scoring.engine import BatchResult, Erased
 from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
-from streams.faust_internals import read_states, send_keyed, write_states
+from streams.faust_internals import MembershipLost, confirm_membership, read_states, send_keyed, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -108,16 +108,31 @@ async def apply_result(
     record_timestamp_s: float | None = None,
 ) -> None:
     """Send a result's events, then write its states: each lead once, on its partition, durable
-    before the input is acked (every path writes the table this one way)."""
+    before the input is acked (every path writes the table this one way). Each step first
+    confirms that this worker still owns the partition (:func:`fenced`)."""
+    await fenced(service)
     await send_outputs(service, result, record_timestamp_s)
+    await fenced(service)
     if result.erased:  # the marker first: a crash before the tombstone redelivers the erasure
         marks = [(lead.encode(), f"{mark.at}:{mark.crossings}".encode()) for lead, mark in result.erased.items()]
         await write_states(service.erasures, partition, marks)
         service.metrics.erasures.inc(len(marks))
+        await fenced(service)
     service.metrics.erased_events_dropped.inc(result.erased_dropped)
     items = record_states(service, result, partition, previous_stages)
     await write_states(service.leads, partition, items)
     service.metrics.changelog_records.inc(len(items))
+
+
+async def fenced(service: "Service") -> None:
+    """Raise :class:`MembershipLost` (and count it) if the group no longer counts this worker as a
+    member: a worker frozen past its session timeout must not write states the partition's next
+    owner has moved past (streams/faust_internals.py ``confirm_membership``)."""
+    try:
+        await confirm_membership(service.app)
+    except MembershipLost:
+        service.metrics.zombie_writes_refused.inc()
+        raise
 
 
 async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:

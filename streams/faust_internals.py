@@ -30,6 +30,14 @@ What it replaces, and why:
   batch API, one produce batch per partition (on the partition Kafka's default partitioner gives
   the key, as every other producer of those topics), instead of one Faust ``Topic.send`` per
   record (about 40 microseconds each), and waits for the broker.
+- **Fencing a frozen worker's writes.** At-least-once mode has no producer fencing: a worker
+  frozen past its session timeout (SIGSTOP, a long GC or VM pause) wakes up holding a batch of
+  partitions the group has given to another worker, and its changelog records would land after
+  the next owner's, overwriting newer states with stale ones. :func:`confirm_membership` is
+  called before every table write and output send: it passes while a heartbeat sent less than
+  half the session timeout ago succeeded in the current generation (timed by wrapping the
+  coordinator's ``_do_heartbeat``), else it asks the coordinator with a heartbeat of its own and
+  raises :class:`MembershipLost` when the member is gone; the batch is then dropped, not acked.
 - **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
   already knows, without a round trip to the broker.
 """
@@ -43,6 +51,13 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
 BatchHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
+# How often to ask again while the group coordinator cannot say whether this worker is a member.
+MEMBERSHIP_RETRY_S = 0.5
+
+
+class MembershipLost(Exception):
+    """This worker is no longer a member of the group generation it consumes in: a write now could
+    overwrite what the partition's next owner wrote (see :func:`confirm_membership`)."""
 
 
 class BatchConsumer(AIOKafkaConsumer):
@@ -104,10 +119,19 @@ class BatchConsumer(AIOKafkaConsumer):
                                 await self._rewind(fetched[index:], generation)
                                 break
                             await self._gap_before(tp, last, fresh)
-                            stopping = await self._finish(handler(tp, fresh))
-                            moved_on = self.app.consumer_generation_id != generation
-                            if not moved_on:
-                                self._ack_batch(tp, fresh)
+                            try:
+                                stopping = await self._finish(handler(tp, fresh))
+                            except MembershipLost:  # frozen past the session: another worker owns these now
+                                await self._rewind(fetched[index:], generation)
+                                dropped = True
+                            else:
+                                dropped = False
+                                moved_on = self.app.consumer_generation_id != generation
+                                if not moved_on:
+                                    self._ack_batch(tp, fresh)
+                        if dropped:  # not acked; read again, here or by the next owner, once the group settles
+                            await asyncio.sleep(MEMBERSHIP_RETRY_S)
+                            break
                         if moved_on:  # the group reassigned partitions while this batch ran
                             await self._resync(fetched[index:])
                             if stopping:
@@ -226,6 +250,60 @@ class BatchConsumer(AIOKafkaConsumer):
             message = self._to_message(tp, record)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             previous = record.offset
+
+
+def _coordinator(app: Any) -> Any:
+    """The aiokafka group coordinator of the app's consumer, or None before it started."""
+    consumer = getattr(getattr(getattr(app, "_consumer", None), "_thread", None), "_consumer", None)
+    return getattr(consumer, "_coordinator", None)
+
+
+def _time_heartbeats(coordinator: Any) -> None:
+    """Record on the coordinator the generation and send time of each heartbeat it gets accepted
+    (``leadscore_heartbeat_ok``): the broker keeps the member for a session timeout after that."""
+    if hasattr(coordinator, "leadscore_heartbeat_ok"):
+        return
+    coordinator.leadscore_heartbeat_ok = None
+    do_heartbeat = coordinator._do_heartbeat
+
+    async def timed_heartbeat() -> bool:
+        generation, sent_at = coordinator.generation, time.monotonic()
+        accepted = bool(await do_heartbeat())
+        if accepted and coordinator.generation == generation:
+            coordinator.leadscore_heartbeat_ok = (generation, sent_at)
+        return accepted
+
+    coordinator._do_heartbeat = timed_heartbeat
+
+
+async def confirm_membership(app: Any) -> None:
+    """Return while this worker is still a member of the generation whose partitions it holds;
+    raise :class:`MembershipLost` once the coordinator says it is not; wait while it cannot say.
+
+    Called before a batch's outputs and before its table writes. A heartbeat accepted less than
+    half the session timeout ago in the current generation is proof enough (no round trip);
+    otherwise (a worker thawed after a freeze, a consumer thread starved) one heartbeat is sent
+    from the consumer's thread and its answer decides."""
+    coordinator = _coordinator(app)
+    if coordinator is None:  # not consuming from Kafka (yet)
+        return
+    _time_heartbeats(coordinator)
+    lease_s = float(app.conf.broker_session_timeout) / 2
+    while True:
+        generation = coordinator.generation
+        if generation < 0 or generation != app.consumer_generation_id:
+            raise MembershipLost(f"the group left generation {app.consumer_generation_id} (now {generation})")
+        accepted = coordinator.leadscore_heartbeat_ok
+        if accepted is not None and accepted[0] == generation and time.monotonic() - accepted[1] < lease_s:
+            return
+        if app.should_stop:
+            raise MembershipLost("stopping before the group confirmed this member")
+        try:
+            answered = bool(await app.consumer._thread.call_thread(coordinator._do_heartbeat))
+        except Exception:  # an unexpected answer: no proof either way, ask again
+            answered = False
+        if not answered:  # the coordinator unreachable (ask again), or the member reset (raised above)
+            await asyncio.sleep(MEMBERSHIP_RETRY_S)
 
 
 def install_batch_consumer(app: Any, topics: Iterable[str], handler: BatchHandler) -> None:

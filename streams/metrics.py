@@ -48,6 +48,12 @@ class Metrics:
             "leadscore_due_index_leads", "Qualified leads with a scheduled return to nurture.", registry=r
         )
         self.ticks = Counter("leadscore_ticks", "Decay ticks processed.", registry=r)
+        self.zombie_writes_refused = Counter(
+            "leadscore_zombie_writes_refused",
+            "Batches and ticks not written because the group no longer counted this worker as a member "
+            "(frozen past its session timeout): read again, by this worker or the partition's next owner.",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "leadscore_consumer_lag",
             "Records not yet committed: end offset minus committed offset.",

@@ -122,7 +122,30 @@ class Event(NamedTuple):
         return not self.lead_id
 
 
-def _text(payload: Mapping[str, Any], name: str, limit: int) -> str:
+def json_object(value: bytes) -> dict[str, Any]:
+    """A record value parsed as one JSON object; raise :class:`InvalidEvent` (``invalid_utf8``,
+    ``invalid_json`` or ``not_an_object``) otherwise."""
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+        raise InvalidEvent(reason, f"the value is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
+    return payload
+
+
+def key_field(key: bytes) -> str:
+    """A record key as text; raise :class:`InvalidEvent` (``invalid_utf8``) when it is not UTF-8."""
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
+
+
+def text_field(payload: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH) -> str:
+    """The non-empty string field ``name`` of at most ``limit`` characters; raise :class:`InvalidEvent`
+    (``missing_field``, ``wrong_type`` or ``invalid_value``) otherwise."""
     value = payload.get(name)
     if value is None:
         raise InvalidEvent("missing_field", f"field '{name}' is missing")
@@ -133,7 +156,9 @@ def _text(payload: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def _occurred_at(payload: Mapping[str, Any]) -> int:
+def occurred_at_field(payload: Mapping[str, Any]) -> int:
+    """The field ``occurred_at`` (RFC 3339 with a zone, or epoch milliseconds) in epoch milliseconds;
+    raise :class:`InvalidEvent` otherwise."""
     value = payload.get("occurred_at")
     if value is None:
         raise InvalidEvent("missing_field", "field 'occurred_at' is missing")
@@ -218,28 +243,19 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent("missing_field", "the record has no value")
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"the value has {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
-    try:
-        payload = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
-        raise InvalidEvent(reason, f"the value is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(payload, dict):
-        raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
+    payload = json_object(value)
     if kind is EventKind.WEB_VISIT and payload.get("lead_id") is None and payload.get("anonymous_id") is not None:
         return _anonymous_visit(key, payload)
     if kind is EventKind.ERASURE:
         payload = {**payload, "occurred_at": payload.get("requested_at")}  # when the erasure was asked
         if payload["occurred_at"] is None:
             raise InvalidEvent("missing_field", "field 'requested_at' is missing")
-    lead_id = _text(payload, "lead_id", MAX_ID_LENGTH)
-    try:
-        key_text = key.decode()
-    except UnicodeDecodeError:
-        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
+    lead_id = text_field(payload, "lead_id", MAX_ID_LENGTH)
+    key_text = key_field(key)
     if key_text != lead_id:
         raise InvalidEvent("key_mismatch", "the record key differs from the event's lead_id")
-    event_id = _text(payload, "event_id", MAX_ID_LENGTH)
-    occurred_at = _occurred_at(payload)
+    event_id = text_field(payload, "event_id", MAX_ID_LENGTH)
+    occurred_at = occurred_at_field(payload)
     attrs = _attrs(kind, payload)
     email = payload.get("email") if kind is EventKind.LEAD_PROFILE else None  # a string: _attrs checked it
     return Event(kind, event_id, lead_id, occurred_at, attrs, None if email is None else email_hash(email))
@@ -248,17 +264,14 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
 def _anonymous_visit(key: bytes, payload: Mapping[str, Any]) -> Event:
     """A web visit with an ``anonymous_id`` and no ``lead_id``, keyed by the anonymous id: checked
     like any visit, with an empty ``lead_id`` (the identity agent finds the lead)."""
-    anonymous_id = _text(payload, "anonymous_id", MAX_ID_LENGTH)
-    try:
-        key_text = key.decode()
-    except UnicodeDecodeError:
-        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
+    anonymous_id = text_field(payload, "anonymous_id", MAX_ID_LENGTH)
+    key_text = key_field(key)
     if key_text != anonymous_id:
         raise InvalidEvent("key_mismatch", "the record key differs from the anonymous visit's anonymous_id")
     return Event(
         kind=EventKind.WEB_VISIT,
-        event_id=_text(payload, "event_id", MAX_ID_LENGTH),
+        event_id=text_field(payload, "event_id", MAX_ID_LENGTH),
         lead_id="",
-        occurred_at=_occurred_at(payload),
+        occurred_at=occurred_at_field(payload),
         attrs=_attrs(EventKind.WEB_VISIT, payload),
     )

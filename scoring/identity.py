@@ -17,9 +17,17 @@ from typing import Any
 import orjson
 
 from scoring.errors import InvalidEvent
-from scoring.events import MAX_EVENT_BYTES, MAX_ID_LENGTH, EventKind, decode_event
+from scoring.events import (
+    MAX_EVENT_BYTES,
+    EventKind,
+    decode_event,
+    json_object,
+    key_field,
+    occurred_at_field,
+    text_field,
+)
 from scoring.pseudonyms import email_hash
-from scoring.timeutil import format_rfc3339, parse_rfc3339_ms
+from scoring.timeutil import format_rfc3339
 
 __all__ = [
     "ANON_PREFIX",
@@ -134,38 +142,11 @@ class IdentityResult:
 # -- decoding ----------------------------------------------------------------------------------
 
 
-def _identifier(payload: dict[str, Any], name: str) -> str:
-    value = payload.get(name)
-    if value is None:
-        raise InvalidEvent("missing_field", f"field '{name}' is missing")
-    if not isinstance(value, str):
-        raise InvalidEvent("wrong_type", f"field '{name}' must be a string, got {type(value).__name__}")
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidEvent("invalid_value", f"field '{name}' must have 1 to {MAX_ID_LENGTH} characters")
-    return value
-
-
 def _email_hash(payload: dict[str, Any]) -> str:
-    value = _identifier(payload, "email_hash")
+    value = text_field(payload, "email_hash")
     if _EMAIL_HASH.fullmatch(value) is None:
         raise InvalidEvent("invalid_value", "field 'email_hash' must be 64 lower-case hex digits")
     return value
-
-
-def _occurred_at(payload: dict[str, Any]) -> int:
-    value = payload.get("occurred_at")
-    if value is None:
-        raise InvalidEvent("missing_field", "field 'occurred_at' is missing")
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InvalidEvent("wrong_type", "field 'occurred_at' must be an RFC 3339 string or epoch milliseconds")
-    if isinstance(value, int):
-        if not 0 <= value < 10**14:
-            raise InvalidEvent("timestamp_out_of_range", f"occurred_at {value} is not epoch milliseconds")
-        return value
-    try:
-        return parse_rfc3339_ms(value)
-    except ValueError as exc:
-        raise InvalidEvent("invalid_value", f"field 'occurred_at': {exc}") from None
 
 
 def _parked(kind: EventKind, payload: dict[str, Any]) -> Parked:
@@ -193,17 +174,8 @@ def decode_identity(key: bytes | None, value: bytes | None) -> IdentityMessage:
         raise InvalidEvent("missing_field", "the record has no value")
     if len(value) > MAX_IDENTITY_BYTES:
         raise InvalidEvent("too_large", f"the value has {len(value)} bytes; the limit is {MAX_IDENTITY_BYTES}")
-    try:
-        key_text = key.decode()
-    except UnicodeDecodeError:
-        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
-    try:
-        payload = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
-        raise InvalidEvent(reason, f"the value is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(payload, dict):
-        raise InvalidEvent("not_an_object", f"the value is a JSON {type(payload).__name__}, not an object")
+    key_text = key_field(key)
+    payload = json_object(value)
     raw_type = payload.get("type")
     if raw_type is None:
         raise InvalidEvent("missing_field", "field 'type' is missing")
@@ -213,17 +185,17 @@ def decode_identity(key: bytes | None, value: bytes | None) -> IdentityMessage:
     parked = _parked(_PARKED_KINDS[kind], payload) if kind in _PARKED_KINDS else None
     lead_id: str | None = None
     if kind in (MessageType.IDENTIFY, MessageType.VISIT):
-        anonymous_id = _identifier(payload, "anonymous_id")
+        anonymous_id = text_field(payload, "anonymous_id")
         expected, what = ANON_PREFIX + anonymous_id, "'anon:' + anonymous_id"
         if parked is not None and parked.event.get("anonymous_id") != anonymous_id:
             raise InvalidEvent("invalid_value", "field 'event': its anonymous_id differs from the message's")
     else:
         expected, what = EMAIL_PREFIX + _email_hash(payload), "'email:' + email_hash"
     if kind is MessageType.IDENTIFY:
-        _identifier(payload, "event_id")
+        text_field(payload, "event_id")
     if kind in (MessageType.IDENTIFY, MessageType.EMAIL_KNOWN):
-        lead_id = _identifier(payload, "lead_id")
-        occurred_at = _occurred_at(payload)
+        lead_id = text_field(payload, "lead_id")
+        occurred_at = occurred_at_field(payload)
     else:
         assert parked is not None
         occurred_at = parked.occurred_at

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -30,6 +31,7 @@ from scoring.state import LeadState, decode_state
 from streams.settings import TopicNames
 from tests.integration.kafka import run
 from tests.integration.test_batch_reliability import read_all, replay, same_state, wait_consumed
+from tests.reliability.report import RESULTS, record
 
 Message = tuple[str, bytes | None, bytes | None]
 SOAK = os.environ.get("LEADSCORE_SOAK", "") not in ("", "0")
@@ -209,3 +211,19 @@ def lost_total(figures: Figures) -> int:
 def crossings(figures: Figures) -> str:
     """The crossings, for a report's notes."""
     return f"{figures.crossings} crossings ({figures.extra_crossings} sent, then superseded after a redelivery)"
+
+
+def record_figures(scenario: str, figures: Figures, *, faults: int, notes: str = "", path: Path = RESULTS) -> None:
+    """Record one scenario's figures in the report (:func:`tests.reliability.report.record`); lost is
+    :func:`lost_total`. A scenario that does not run :func:`verify` passes the ``Figures`` it counted."""
+    record(
+        scenario,
+        faults=faults,
+        sent=figures.sent,
+        lost=lost_total(figures),
+        duplicated_ids=figures.duplicated_ids,
+        redeliveries=figures.redeliveries,
+        dead_lettered=figures.dead_lettered,
+        notes=notes,
+        path=path,
+    )

@@ -16,8 +16,7 @@ from scoring.engine import Scorer
 from streams.local_kafka import LocalKafka, LocalKafkaConfig
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
 from tests.integration.worker import WorkerProcess
-from tests.reliability.harness import WORKER_ENV, Load, crossings, lost_total, soak, verify
-from tests.reliability.report import record
+from tests.reliability.harness import WORKER_ENV, Load, crossings, record_figures, soak, verify
 
 
 def _free(port: int) -> bool:
@@ -85,14 +84,10 @@ def test_broker_stopped_and_started_under_load(
         assert worker.process is not None
         assert worker.process.poll() is None, worker.log()
     figures = verify(bootstrap, names, scorer, data)
-    record(
+    record_figures(
         "broker stopped and started",
+        figures,
         faults=bounces,
-        sent=figures.sent,
-        lost=lost_total(figures),
-        duplicated_ids=figures.duplicated_ids,
-        redeliveries=figures.redeliveries,
-        dead_lettered=figures.dead_lettered,
         notes=(
             f"2 workers; broker down {down_s:.0f} s in all; {load.resent_chunks} producer chunks resent; "
             f"{crossings(figures)}"

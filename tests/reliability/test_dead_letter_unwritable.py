@@ -22,7 +22,7 @@ from aiokafka.structs import TopicPartition
 
 from tests.integration.kafka import read_until, run
 from tests.integration.worker import WorkerProcess
-from tests.reliability.report import record
+from tests.reliability.harness import Figures, record_figures
 
 BAD = b'{"event_id": "secret-bad", "lead_id": "lead-dlq", "occurred_at": '  # truncated JSON
 SECRET = b"secret-bad"
@@ -139,13 +139,16 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
         worker,
     )
     consumed_again = worker.metric("leadscore_events_consumed_total")  # by the restarted worker
-    record(
-        f"dead-letter topic unwritable ({consumption} consumption, kill -9 while blocked)",
-        faults=faults,
+    counted = Figures(
         sent=2,
         lost=0 if worker.get("/leads/lead-dlq")[0] == 200 else 1,
         duplicated_ids=len(mine) - 1,
         redeliveries=int(consumed_again),
         dead_lettered=len(mine),
+    )
+    record_figures(
+        f"dead-letter topic unwritable ({consumption} consumption, kill -9 while blocked)",
+        counted,
+        faults=faults,
         notes=f"{int(retries)} refused attempts before the restore; committed offset held at {bad_offset}",
     )

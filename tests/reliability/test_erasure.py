@@ -19,7 +19,7 @@ import pytest
 from tests.integration.kafka import Message, journey, produce, read_until, run
 from tests.integration.test_batch_reliability import read_all
 from tests.integration.worker import ROOT, WorkerProcess
-from tests.reliability.report import record
+from tests.reliability.harness import Figures, record_figures
 
 LEAD = "lead-erase-1"
 
@@ -110,13 +110,12 @@ def test_an_erased_lead_is_tombstoned_and_its_history_never_qualifies_again(
     assert [r for r in letters if r.key == LEAD.encode()] == []  # dropped events are not dead-lettered
 
     sent = len(history) * 3 + len(fresh) + 1
-    record(
+    counted = Figures(
+        sent=sent, duplicated_ids=len(mqls) - len({m["event_id"] for m in mqls}), dead_lettered=len(letters)
+    )
+    record_figures(
         f"erasure ({consumption} consumption, restart from an empty data dir)",
+        counted,
         faults=1,
-        sent=sent,
-        lost=0,
-        duplicated_ids=len(mqls) - len({m["event_id"] for m in mqls}),
-        redeliveries=0,
-        dead_lettered=len(letters),
         notes=f"{2 * len(history)} erased events dropped, 0 MQLs from them; tombstone on partition {partition}",
     )

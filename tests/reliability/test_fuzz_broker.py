@@ -40,7 +40,7 @@ from tests.conftest import DEFAULT_RULES
 from tests.integration.kafka import journey, run
 from tests.integration.test_batch_reliability import read_all, same_state, wait_consumed
 from tests.integration.worker import WorkerProcess
-from tests.reliability.report import record
+from tests.reliability.harness import Figures, record_figures
 from tests.unit.test_fuzz import CORPUS, FIELDS, field_values, json_values
 
 HOSTILE = 10_000
@@ -237,14 +237,16 @@ def test_ten_thousand_hostile_records_among_good_events(
     for reason in expected_letters.values():
         reasons[reason] = reasons.get(reason, 0) + 1
     summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    record(
-        "fuzzing: 10,000 hostile records among good events",
-        faults=HOSTILE,
+    counted = Figures(
         sent=len(messages),
         lost=len(missing) + len(differ),
         duplicated_ids=len(doubled) + len(good_mqls) - len(set(good_mqls)),
-        redeliveries=0,
         dead_lettered=len(letters),
+    )
+    record_figures(
+        "fuzzing: 10,000 hostile records among good events",
+        counted,
+        faults=HOSTILE,
         notes=(
             f"{len(expected_letters)} rejected by the core, {HOSTILE - len(expected_letters)} valid by chance "
             f"(scored, anonymous or erasures); produced in {produce_s:.1f} s; {summary}"

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from scoring.engine import Scorer
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
 from tests.integration.worker import WorkerProcess
-from tests.reliability.harness import WORKER_ENV, Load, crossings, lost_total, random_moments, soak, verify
-from tests.reliability.report import record
+from tests.reliability.harness import WORKER_ENV, Load, crossings, random_moments, record_figures, soak, verify
 
 
 def test_kill_minus_nine_at_random_moments_under_load(
@@ -33,14 +32,10 @@ def test_kill_minus_nine_at_random_moments_under_load(
         worker = worker_factory(0, **WORKER_ENV)  # same data directory: RocksDB plus the changelog
     load.wait()
     figures = verify(bootstrap, names, scorer, data)
-    record(
+    record_figures(
         "kill -9 under load",
+        figures,
         faults=kills,
-        sent=figures.sent,
-        lost=lost_total(figures),
-        duplicated_ids=figures.duplicated_ids,
-        redeliveries=figures.redeliveries,
-        dead_lettered=figures.dead_lettered,
         notes=f"{killed_while_loading} of {kills} kills while the producer ran; {crossings(figures)}",
     )
     assert figures.problems == []

@@ -20,8 +20,7 @@ from scoring.engine import Scorer
 from scoring.state import LeadState, decode_state
 from tests.integration.test_batch_reliability import create_topics, same_state, synthetic_input
 from tests.integration.worker import WorkerProcess
-from tests.reliability.harness import WORKER_ENV, Load, crossings, lost_total, soak, verify
-from tests.reliability.report import record
+from tests.reliability.harness import WORKER_ENV, Load, crossings, record_figures, soak, verify
 
 
 def _wait_consumed(worker: WorkerProcess, count: int, timeout_s: float = 180) -> None:
@@ -86,14 +85,10 @@ def test_rocksdb_directory_deleted_before_a_restart(
     differ = [
         lead for lead, state in figures.expected.items() if lead not in local or not same_state(local[lead], state)
     ]
-    record(
+    record_figures(
         "RocksDB directory deleted",
+        figures,
         faults=losses,
-        sent=figures.sent,
-        lost=lost_total(figures),
-        duplicated_ids=figures.duplicated_ids,
-        redeliveries=figures.redeliveries,
-        dead_lettered=figures.dead_lettered,
         notes=f"/readyz 503 on {not_ready_answers} polls before 200; local table {len(local)} leads, "
         f"{len(differ)} differ from the replay; {crossings(figures)}",
     )

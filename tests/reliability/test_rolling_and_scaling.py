@@ -12,8 +12,7 @@ from collections.abc import Callable
 from scoring.engine import Scorer
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
 from tests.integration.worker import WorkerProcess
-from tests.reliability.harness import WORKER_ENV, Load, crossings, lost_total, soak, verify
-from tests.reliability.report import record
+from tests.reliability.harness import WORKER_ENV, Load, crossings, record_figures, soak, verify
 
 
 def test_sigterm_rolling_restart_of_two_workers(
@@ -33,14 +32,10 @@ def test_sigterm_rolling_restart_of_two_workers(
             restarts += 1
     load.wait()
     figures = verify(bootstrap, names, scorer, data)
-    record(
+    record_figures(
         "SIGTERM rolling restart (2 workers)",
+        figures,
         faults=restarts,
-        sent=figures.sent,
-        lost=lost_total(figures),
-        duplicated_ids=figures.duplicated_ids,
-        redeliveries=figures.redeliveries,
-        dead_lettered=figures.dead_lettered,
         notes=f"{figures.partitions} inbound partitions consumed to the end; {crossings(figures)}",
     )
     assert figures.problems == []
@@ -67,14 +62,10 @@ def test_scaling_one_three_one_under_load(
     assert first.process.poll() is None
     load.wait()
     figures = verify(bootstrap, names, scorer, data)
-    record(
+    record_figures(
         "scaling 1 -> 3 -> 1 workers",
+        figures,
         faults=moves,
-        sent=figures.sent,
-        lost=lost_total(figures),
-        duplicated_ids=figures.duplicated_ids,
-        redeliveries=figures.redeliveries,
-        dead_lettered=figures.dead_lettered,
         notes=f"{figures.partitions} inbound partitions consumed to the end; {crossings(figures)}",
     )
     assert figures.problems == []

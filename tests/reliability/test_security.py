@@ -31,7 +31,7 @@ from streams.local_kafka_security import ADMIN_USER, CLIENT_USER, make_certifica
 from streams.settings import Settings, settings_from_env
 from tests.integration.kafka import journey
 from tests.integration.worker import ROOT, WorkerProcess
-from tests.reliability.report import record
+from tests.reliability.harness import Figures, record_figures
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None, reason="needs Java 17+ and Maven"
@@ -41,7 +41,7 @@ EMAIL = "jane.doe@example.com"  # in a profile that is scored
 BAD_EMAIL = "john.roe@example.org"  # in a profile that is dead-lettered
 LOGS: list[Path] = []  # every log the module captured, scanned by the last test
 SECRETS: list[str] = []  # wrong passwords tried, scanned for too
-FIGURES = {"faults": 0, "sent": 0, "scored": 0, "dead_lettered": 0, "mql": 0}  # for report.record
+FIGURES = {"faults": 0, "sent": 0, "scored": 0, "dead_lettered": 0, "mql": 0}  # for record_figures
 
 
 def _free(port: int) -> bool:
@@ -297,13 +297,15 @@ def test_no_log_holds_a_credential_or_an_email(kafka: LocalKafka) -> None:
             assert leaks(path.read_text(errors="replace"), kafka.security.secrets()) == [], path
     assert oct(kafka.properties_file.stat().st_mode & 0o777) == "0o600"
     assert FIGURES["faults"] == 4
-    record(
-        "security (SASL_SSL, SCRAM-SHA-512)",
-        faults=FIGURES["faults"],
+    counted = Figures(
         sent=FIGURES["sent"],
         lost=FIGURES["sent"] - FIGURES["scored"] - FIGURES["dead_lettered"],
         duplicated_ids=FIGURES["mql"] - 2,
-        redeliveries=0,
         dead_lettered=FIGURES["dead_lettered"],
+    )
+    record_figures(
+        "security (SASL_SSL, SCRAM-SHA-512)",
+        counted,
+        faults=FIGURES["faults"],
         notes=f"wrong password, PLAINTEXT and untrusted CA refused; {len(texts)} logs scanned: no secret, no e-mail",
     )

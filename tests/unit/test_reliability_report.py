@@ -5,6 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.reliability.harness import Figures, record_figures
 from tests.reliability.report import load, main, record, table
 
 
@@ -46,3 +47,20 @@ def test_main_prints_the_table_or_fails_without_results(tmp_path: Path, capsys: 
     record("a", faults=1, sent=1, lost=0, duplicated_ids=0, redeliveries=0, dead_lettered=0, path=path)
     assert main([str(path)]) == 0
     assert "| a | 1 | 1 |" in capsys.readouterr().out
+
+
+def test_record_figures_takes_the_verify_figures_and_counts_missing_crossings_as_lost(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    figures = Figures(sent=700, lost=1, duplicated_ids=2, redeliveries=3, dead_lettered=4)
+    figures.missing_crossings = [("lead-1", 1), ("lead-2", 1)]
+    record_figures("kill -9", figures, faults=5, notes="n", path=path)
+    entry = load(path)["kill -9"]
+    assert {k: entry[k] for k in ("faults", "sent", "lost", "duplicated_ids", "redeliveries", "dead_lettered")} == {
+        "faults": 5,
+        "sent": 700,
+        "lost": 3,
+        "duplicated_ids": 2,
+        "redeliveries": 3,
+        "dead_lettered": 4,
+    }
+    assert entry["notes"] == "n"

@@ -16,18 +16,23 @@ import base64
 import contextlib
 import os
 import random
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from scoring.engine import Scorer
 from scoring.state import LeadState, decode_state
+from streams.local_kafka import LocalKafka, LocalKafkaConfig
 from streams.settings import TopicNames
 from tests.integration.kafka import run
 from tests.integration.test_batch_reliability import read_all, replay, same_state, wait_consumed
@@ -38,6 +43,43 @@ SOAK = os.environ.get("LEADSCORE_SOAK", "") not in ("", "0")
 # The group notices a dead or frozen worker after this many seconds (Kafka's minimum is 6).
 SESSION_TIMEOUT_S = 8
 WORKER_ENV = {"LEADSCORE_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def own_broker(name: str, ports: range, *, sasl_ssl: bool = False) -> Any:
+    """A module-scoped fixture called ``name``: a broker of the module's own (``LocalKafka``, never
+    the shared one) on a free port of ``ports``, its controller ``len(ports)`` ports above, in its
+    own state directory, stopped after the module. Each module takes a range no other one uses."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+        """The module's own broker, started for its first test and stopped after its last."""
+        shift = len(ports)
+        free = [p for p in random.sample(ports, shift) if _free(p) and _free(p + shift)]
+        assert free, f"no free port pair in {ports.start}-{ports.stop + shift - 1}"
+        broker = LocalKafka(
+            LocalKafkaConfig(
+                port=free[0],
+                controller_port=free[0] + shift,
+                state_dir=tmp_path_factory.mktemp(name),
+                heap="512m",
+                start_timeout_s=180,
+                sasl_ssl=sasl_ssl,
+            )
+        )
+        broker.start()
+        yield broker
+        broker.stop()
+
+    return fixture
 
 
 def soak(ci: int, long: int) -> int:

@@ -5,51 +5,24 @@ ports above, its own state directory), never the shared one. Two workers keep ru
 outage: they resume by themselves (no restart, no manual action) and nothing is lost.
 """
 
-import random
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from scoring.engine import Scorer
-from streams.local_kafka import LocalKafka, LocalKafkaConfig
+from streams.local_kafka import LocalKafka
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
 from tests.integration.worker import WorkerProcess
-from tests.reliability.harness import WORKER_ENV, Load, crossings, record_figures, soak, verify
+from tests.reliability.harness import WORKER_ENV, Load, crossings, own_broker, record_figures, soak, verify
 
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+broker = own_broker("broker", range(19500, 19550))
 
 
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    ports = [p for p in random.sample(range(19500, 19550), 50) if _free(p) and _free(p + 50)]
-    assert ports, "no free port pair in 19500-19599"
-    broker = LocalKafka(
-        LocalKafkaConfig(
-            port=ports[0],
-            controller_port=ports[0] + 50,
-            state_dir=tmp_path_factory.mktemp("bounced-broker"),
-            heap="512m",
-            start_timeout_s=180,
-        )
-    )
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture(scope="module")
-def bootstrap(own_broker: LocalKafka) -> str:
+def bootstrap(broker: LocalKafka) -> str:
     """The workers of this module use the test's own broker."""
-    return own_broker.config.address
+    return broker.config.address
 
 
 def _ready_again(workers: list[WorkerProcess], timeout_s: float) -> bool:
@@ -62,7 +35,7 @@ def _ready_again(workers: list[WorkerProcess], timeout_s: float) -> bool:
 
 
 def test_broker_stopped_and_started_under_load(
-    worker_factory: Callable[..., WorkerProcess], own_broker: LocalKafka, bootstrap: str, names: str, scorer: Scorer
+    worker_factory: Callable[..., WorkerProcess], broker: LocalKafka, bootstrap: str, names: str, scorer: Scorer
 ) -> None:
     bounces = soak(1, 4)
     data = synthetic_input(names, soak(1000, 4000))
@@ -73,10 +46,10 @@ def test_broker_stopped_and_started_under_load(
     for _ in range(bounces):
         time.sleep(5)
         assert load.running, "the producer finished before the broker went down"
-        assert own_broker.stop(), "the test's broker was not running"
+        assert broker.stop(), "the test's broker was not running"
         began = time.monotonic()
         time.sleep(10)
-        own_broker.start()
+        broker.start()
         down_s += time.monotonic() - began
         assert _ready_again(workers, 180), [w.log() for w in workers]
     load.wait()

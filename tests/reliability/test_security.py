@@ -9,14 +9,11 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka_clients import KafkaAccessError, check_connection, client_options
-from streams.local_kafka import LocalKafka, LocalKafkaConfig
+from streams.local_kafka import LocalKafka
 from streams.local_kafka_security import ADMIN_USER, CLIENT_USER, make_certificates
 from streams.settings import Settings, settings_from_env
 from tests.integration.kafka import journey
 from tests.integration.worker import ROOT, WorkerProcess
-from tests.reliability.harness import Figures, record_figures
+from tests.reliability.harness import Figures, own_broker, record_figures
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None, reason="needs Java 17+ and Maven"
@@ -44,32 +41,7 @@ SECRETS: list[str] = []  # wrong passwords tried, scanned for too
 FIGURES = {"faults": 0, "sent": 0, "scored": 0, "dead_lettered": 0, "mql": 0}  # for record_figures
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    """A SASL_SSL broker on 19700-19749, its controller 50 ports above."""
-    ports = [p for p in random.sample(range(19700, 19750), 50) if _free(p) and _free(p + 50)]
-    assert ports, "no free port pair in 19700-19799"
-    config = LocalKafkaConfig(
-        port=ports[0],
-        controller_port=ports[0] + 50,
-        state_dir=tmp_path_factory.mktemp("sasl-broker"),
-        heap="512m",
-        start_timeout_s=180,
-        sasl_ssl=True,
-    )
-    broker = LocalKafka(config)
-    broker.start()
-    yield broker
-    broker.stop()
+kafka = own_broker("kafka", range(19700, 19750), sasl_ssl=True)  # SASL_SSL, its controller 50 ports above
 
 
 def client_env(kafka: LocalKafka, password: str | None = None, password_file: Path | None = None) -> dict[str, str]:

@@ -20,28 +20,11 @@ from collector.tokens import sign_lead_token
 from scoring.identity import email_hash
 from tests.integration.collector import CollectorProcess, cookie_value
 from tests.integration.kafka import Received, read_until, run
+from tests.integration.waits import WAIT_S, counts, wait_for_lead
 from tests.integration.worker import WorkerProcess, free_port
 
 SECRET = "integration-secret"
 WRITE_KEY = "wk-integration"
-WAIT_S = 120.0
-
-
-def counts(lead: dict[str, Any]) -> dict[str, int]:
-    return {row["rule"]: row["count"] for row in lead["breakdown"] if row["kind"] == "engagement"}
-
-
-def wait_for_lead(worker: WorkerProcess, lead_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_S
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, answer = worker.get(f"/leads/{lead_id}")
-        if status == 200:
-            body = answer
-            if done(body):
-                break
-        time.sleep(0.5)
-    return body
 
 
 def signing_key() -> tuple[ec.EllipticCurvePrivateKey, str]:

@@ -19,7 +19,7 @@ import pytest
 from collector.tokens import sign_lead_token
 from tests.integration.collector import CHROME, CollectorProcess
 from tests.integration.kafka import read_until, run
-from tests.integration.test_collector import counts, wait_for_lead
+from tests.integration.waits import counts, wait_for_lead
 from tests.integration.worker import ROOT, WorkerProcess
 
 SECRET = "browser-secret"

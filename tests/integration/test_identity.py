@@ -5,34 +5,14 @@ dead-lettered."""
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 import pytest
 
 from scoring.identity import email_hash
 from tests.integration.kafka import Received, produce, read_until, run
+from tests.integration.waits import WAIT_S, counts, wait_for_lead, wait_for_metric
 from tests.integration.worker import WorkerProcess
-
-WAIT_S = 90.0
-
-
-def counts(lead: dict[str, Any]) -> dict[str, int]:
-    return {row["rule"]: row["count"] for row in lead["breakdown"] if row["kind"] == "engagement"}
-
-
-def wait_for_lead(worker: WorkerProcess, lead_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """Poll the worker's lead view until ``done`` holds (the last answer is returned either way)."""
-    deadline = time.monotonic() + WAIT_S
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, answer = worker.get(f"/leads/{lead_id}")
-        if status == 200:
-            body = answer
-            if done(body):
-                break
-        time.sleep(0.3)
-    return body
 
 
 def anonymous_visit(anon: str, event_id: str, at: int, url: str) -> bytes:
@@ -61,10 +41,7 @@ def test_anonymous_visits_count_once_for_the_lead_after_identify_and_later_ones_
         )
     )
     # The visits are parked before the identify arrives (they pass through the scorer first).
-    deadline = time.monotonic() + WAIT_S
-    while worker.metric("leadscore_identity_events_total", 'outcome="parked"') < 3 and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert worker.metric("leadscore_identity_events_total", 'outcome="parked"') == 3
+    assert wait_for_metric(worker, "leadscore_identity_events_total", 'outcome="parked"', 3) == 3
     assert worker.get("/leads/L1")[0] == 404  # nothing scored for anyone yet
     run(produce(bootstrap, [(identities, b"anon:anon-1", identify("anon-1", "L1", now + 10))] * 2))
     lead = wait_for_lead(worker, "L1", lambda body: counts(body).get("pricing_page", 0) >= 3)
@@ -99,9 +76,7 @@ def test_an_email_event_waits_for_the_profile_that_names_its_address(
     parked = orjson.dumps({"type": "email_event", "email_hash": hashed, "event": click})
     identities = names + "lead-identities"
     run(produce(bootstrap, [(identities, f"email:{hashed}".encode(), parked), (identities, b"anon:x", b"not json")]))
-    deadline = time.monotonic() + WAIT_S
-    while worker.metric("leadscore_identity_events_total", 'outcome="parked"') < 1 and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_for_metric(worker, "leadscore_identity_events_total", 'outcome="parked"', 1)
     profile = {"event_id": "p1", "lead_id": "L7", "occurred_at": now + 5, "email": "Jane.Doe@example.com"}
     run(produce(bootstrap, [(names + "lead-profiles", b"L7", orjson.dumps(profile))]))
     lead = wait_for_lead(worker, "L7", lambda body: "email_click" in counts(body))
@@ -129,9 +104,7 @@ def test_parked_visits_survive_a_restart_through_the_identity_table_changelog(
         (names + "web-visits", b"anon-r", anonymous_visit("anon-r", f"r{i}", now + i, "/pricing")) for i in range(2)
     ]
     run(produce(bootstrap, visits))
-    deadline = time.monotonic() + WAIT_S
-    while first.metric("leadscore_identity_events_total", 'outcome="parked"') < 2 and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_for_metric(first, "leadscore_identity_events_total", 'outcome="parked"', 2)
     first.stop()
     # A new data directory: the parked visits can only come back from the changelog topic.
     second = worker_factory(1)

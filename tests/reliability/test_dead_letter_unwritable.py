@@ -21,6 +21,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
 from tests.integration.kafka import read_until, run
+from tests.integration.waits import wait_until
 from tests.integration.worker import WorkerProcess
 from tests.reliability.harness import Figures, record_figures
 
@@ -60,15 +61,6 @@ async def _produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> 
     return [(meta.partition, meta.offset) for meta in sent]
 
 
-def _wait(condition: Callable[[], bool], what: str, worker: WorkerProcess, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{worker.log()}")
-
-
 def _blocked(worker: WorkerProcess) -> bool:
     status, body = worker.get("/readyz")
     return (
@@ -94,7 +86,7 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
     tp = TopicPartition(visits, partition)
     faults = 0
 
-    _wait(lambda: _blocked(worker), "the worker to report the blocked dead-letter topic", worker)
+    wait_until(lambda: _blocked(worker), "the worker to report the blocked dead-letter topic", worker)
     time.sleep(6)  # two commit intervals: a commit past the record would have happened by now
     committed = run(_committed(bootstrap, group, tp))
     assert committed is None or committed <= bad_offset, (committed, bad_offset)
@@ -108,7 +100,7 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
     worker.stop(signal.SIGKILL)  # a crash while blocked, then a restart: still nothing skipped
     faults += 1
     worker.start(wait_ready=False)
-    _wait(lambda: _blocked(worker), "the restarted worker to block again", worker)
+    wait_until(lambda: _blocked(worker), "the restarted worker to block again", worker)
     time.sleep(6)
     committed = run(_committed(bootstrap, group, tp))
     assert committed is None or committed <= bad_offset, (committed, bad_offset)
@@ -117,9 +109,9 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
 
     run(_set_max_bytes(bootstrap, dead_letters, "1048588"))  # writable again
     faults += 1
-    _wait(lambda: worker.get("/readyz")[0] == 200, "the worker to resume", worker)
+    wait_until(lambda: worker.get("/readyz")[0] == 200, "the worker to resume", worker)
     assert worker.metric("leadscore_dead_letter_blocked") == 0
-    _wait(lambda: worker.get("/leads/lead-dlq")[0] == 200, "the good record to be scored", worker)
+    wait_until(lambda: worker.get("/leads/lead-dlq")[0] == 200, "the good record to be scored", worker)
 
     def found(records: list[Any]) -> bool:
         return any(r.json()["source_offset"] == bad_offset for r in records)
@@ -133,7 +125,7 @@ def test_unwritable_dead_letter_topic_pauses_without_committing_then_delivers_on
     assert len(mine) == 1, letters  # once, though the worker was killed while it was refused
     assert mine[0]["reason"] == "invalid_json"
     assert all(letter["source_offset"] != good_offset for letter in letters)
-    _wait(
+    wait_until(
         lambda: (run(_committed(bootstrap, group, tp)) or 0) > good_offset,
         "the offsets past both records to be committed",
         worker,

@@ -18,19 +18,11 @@ import pytest
 
 from tests.integration.kafka import Message, journey, produce, read_until, run
 from tests.integration.test_batch_reliability import read_all
+from tests.integration.waits import wait_until
 from tests.integration.worker import ROOT, WorkerProcess
 from tests.reliability.harness import Figures, record_figures
 
 LEAD = "lead-erase-1"
-
-
-def _wait(condition: Callable[[], bool], what: str, worker: WorkerProcess, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{worker.log()}")
 
 
 def _renamed(messages: list[Message], tag: str, start_ms: int) -> list[Message]:
@@ -60,7 +52,7 @@ def test_an_erased_lead_is_tombstoned_and_its_history_never_qualifies_again(
     history = journey(names, LEAD, int(time.time() * 1000) - 3_600_000)
     run(produce(bootstrap, history))
     assert [m["crossing"] for m in _mqls(bootstrap, names, 1, 0)] == [1]
-    _wait(lambda: worker.get(f"/leads/{LEAD}")[0] == 200, "the lead in the table", worker)
+    wait_until(lambda: worker.get(f"/leads/{LEAD}")[0] == 200, "the lead in the table", worker)
 
     env = {
         **os.environ,
@@ -73,7 +65,7 @@ def test_an_erased_lead_is_tombstoned_and_its_history_never_qualifies_again(
     )
     assert done.returncode == 0, done.stderr.decode()
     assert f"erasure of {LEAD} requested -> {names}lead-erasures" in done.stdout.decode()
-    _wait(lambda: worker.get(f"/leads/{LEAD}")[0] == 404, "the lead to be gone", worker)
+    wait_until(lambda: worker.get(f"/leads/{LEAD}")[0] == 404, "the lead to be gone", worker)
     assert worker.metric("leadscore_erasures_total") == 1
 
     inbound = run(read_all(bootstrap, [names + "web-visits"]))
@@ -88,14 +80,14 @@ def test_an_erased_lead_is_tombstoned_and_its_history_never_qualifies_again(
     assert markers[-1].value.endswith(b":1")  # erased_at and the crossing count: no personal data
 
     run(produce(bootstrap, history))  # the erased history again: dropped and counted
-    _wait(lambda: worker.metric("leadscore_erased_events_dropped_total") >= len(history), "the drops", worker)
+    wait_until(lambda: worker.metric("leadscore_erased_events_dropped_total") >= len(history), "the drops", worker)
     assert worker.get(f"/leads/{LEAD}")[0] == 404
 
     worker.stop()  # a restart from an empty data directory: table and markers from their changelogs
     restarted = worker_factory(index=1, LEADSCORE_CONSUMPTION=consumption)
     assert restarted.get(f"/leads/{LEAD}")[0] == 404
     run(produce(bootstrap, history))
-    _wait(lambda: restarted.metric("leadscore_erased_events_dropped_total") >= len(history), "drops", restarted)
+    wait_until(lambda: restarted.metric("leadscore_erased_events_dropped_total") >= len(history), "drops", restarted)
     assert restarted.get(f"/leads/{LEAD}")[0] == 404
 
     fresh = _renamed(history, "after", int(time.time() * 1000))  # after the erasure: a fresh lead

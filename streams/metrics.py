@@ -120,6 +120,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.identity_sweeps = Counter(
+            "leadscore_identity_sweeps", "Sweeps of a lead-identities partition's keys done.", registry=r
+        )
+        self.identity_swept_keys = Counter(
+            "leadscore_identity_swept_keys",
+            "Identity keys deleted by the sweep (tombstoned): unlinked, every parked event past the window.",
+            registry=r,
+        )
         self.dead_letter_blocked = Gauge(
             "leadscore_dead_letter_blocked",
             "1 while the dead-letter topic refuses records: consumption waits and retries, nothing is skipped.",

@@ -156,6 +156,9 @@ class IdentitySettings:
 
     window_days: float = 30.0  # parked events older than this are dropped (and counted)
     max_parked: int = 100  # events parked per anonymous id or e-mail address, at most
+    # How often each worker has the keys of its lead-identities partitions swept: keys whose parked
+    # events all outlived the window are deleted (agents/identity.py, scoring/identity_sweep.py).
+    sweep_interval_s: float = 3600.0
 
 
 def _identity_settings(env: Mapping[str, str]) -> IdentitySettings:
@@ -163,6 +166,7 @@ def _identity_settings(env: Mapping[str, str]) -> IdentitySettings:
     return IdentitySettings(
         window_days=_number(env, "IDENTITY_WINDOW_DAYS", defaults.window_days, 0.0001),
         max_parked=int(_number(env, "IDENTITY_MAX_PARKED", defaults.max_parked, 1)),
+        sweep_interval_s=_number(env, "IDENTITY_SWEEP_INTERVAL", defaults.sweep_interval_s, 0.1),
     )
 
 

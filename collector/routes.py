@@ -1,6 +1,5 @@
 """The collector's HTTP handlers: pixel, events API, identify, SendGrid webhook, probes, metrics."""
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from collector.sendgrid import (
 from collector.tokens import verify_lead_token
 from collector.validation import Accepted, Rejected, schema_error, validate_event, validator
 from scoring.events import EventKind
-from scoring.identity import ANON_PREFIX
+from scoring.identity import ANON_PREFIX, identify_event_id
 from scoring.timeutil import format_rfc3339
 from streams.settings import Settings
 
@@ -266,10 +265,9 @@ class Collector:
         if not isinstance(data, dict):
             return _problem(400, "not_an_object", "the body must be a JSON object")
         anonymous_id, lead_id = data.get("anonymous_id"), data.get("lead_id")
-        digest = hashlib.sha256(f"{anonymous_id}\x00{lead_id}".encode()).hexdigest()[:32]
         message = {
             "type": "identify",
-            "event_id": data.get("event_id", f"idf_{digest}"),
+            "event_id": data.get("event_id", identify_event_id(anonymous_id, lead_id)),
             "anonymous_id": anonymous_id,
             "lead_id": lead_id,
             "occurred_at": data.get("occurred_at", format_rfc3339(self.now_ms())),

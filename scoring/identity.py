@@ -9,6 +9,7 @@ released. Later events under a linked key go straight through. The first link wi
 another lead later is a conflict, refused (dead-lettered as ``identity_conflict``) and counted.
 """
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -45,6 +46,7 @@ __all__ = [
     "email_hash",
     "email_known_message",
     "encode_identity_state",
+    "identify_event_id",
     "visit_message",
 ]
 
@@ -298,3 +300,10 @@ def email_known_message(hashed: str, lead_id: str, occurred_at: int) -> bytes:
     return orjson.dumps(
         {"type": "email_known", "email_hash": hashed, "lead_id": lead_id, "occurred_at": format_rfc3339(occurred_at)}
     )
+
+
+def identify_event_id(anonymous_id: object, lead_id: object) -> str:
+    """The ``event_id`` of an ``identify`` message sent without one (the collector's /v1/identify,
+    ``leadscore send``): the same pair always gets the same id."""
+    digest = hashlib.sha256(f"{anonymous_id}\x00{lead_id}".encode()).hexdigest()[:32]
+    return f"idf_{digest}"

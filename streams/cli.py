@@ -74,7 +74,10 @@ def tune_gc() -> None:
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def send(files: tuple[Path, ...]) -> None:
-    """Send JSON-lines events to their topics (each line has a "type": web_visit, email_event, ...)."""
+    """Send JSON-lines events to their topics (each line has a "type": web_visit, email_event, ...).
+
+    A web_visit with "anonymous_id" and no "lead_id" is an anonymous visit; an "identify" line
+    ({"type": "identify", "anonymous_id", "lead_id"}) tells the worker that visitor is that lead."""
     from streams.kafka_clients import KafkaAccessError
     from streams.sending import send_files
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import PREFIX, settings_from_env
+from streams.settings import PREFIX, SettingsError, settings_from_env
 
 pytestmark = pytest.mark.unit
 
@@ -306,8 +306,9 @@ def test_the_copy_of_the_rules_is_exact() -> None:
 
 
 def test_env_comes_from_the_configmap() -> None:
-    sources = [s["configMapRef"]["name"] for s in worker_container()["envFrom"]]
-    assert sources == ["leadscore-env"]
+    sources = [s["configMapRef"] for s in worker_container()["envFrom"]]
+    # The Kafka security settings come from the kafka-sasl-ssl component, when it is enabled.
+    assert sources == [{"name": "leadscore-env"}, {"name": SECURITY_CONFIGMAP, "optional": True}]
     one("ConfigMap", "leadscore-env")
 
 
@@ -406,6 +407,195 @@ def test_pods_are_annotated_for_prometheus() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
+# --- Kafka security: the optional kafka-sasl-ssl component ---------------------------------------
+
+COMPONENT_DIR = K8S_DIR / "kafka-sasl-ssl"
+SECURITY_CONFIGMAP = "leadscore-kafka-security"
+KAFKA_SECRETS = {"leadscore-kafka", "leadscore-kafka-ca"}
+CREDENTIALS_VOLUME = "kafka-credentials"
+STAND_IN_PASSWORD = "stand-in password"
+
+
+def component() -> dict[str, Any]:
+    kustomization: dict[str, Any] = yaml.safe_load((COMPONENT_DIR / "kustomization.yaml").read_text(encoding="utf-8"))
+    return kustomization
+
+
+def component_documents() -> list[dict[str, Any]]:
+    return [doc for name in component()["resources"] for doc in documents(COMPONENT_DIR / name)]
+
+
+def security_settings() -> dict[str, str]:
+    """The component's ConfigMap: the Kafka security variables of a secured cluster."""
+    found = [d for d in component_documents() if d["kind"] == "ConfigMap"]
+    assert [d["metadata"]["name"] for d in found] == [SECURITY_CONFIGMAP]
+    data: dict[str, str] = found[0]["data"]
+    return data
+
+
+def pod_environment(container: dict[str, Any], *, secured: bool) -> dict[str, str]:
+    """A pod's variables: its ConfigMaps' (envFrom) and its own env list, a secret's value stood in
+    for by ``secret:<key>``. ``secured``: with the kafka-sasl-ssl component and its Secrets; else a
+    PLAINTEXT dev cluster, where they do not exist (their references are optional)."""
+    variables: dict[str, str] = {}
+    for source in container["envFrom"]:
+        name = source["configMapRef"]["name"]
+        if name == SECURITY_CONFIGMAP:
+            variables |= security_settings() if secured else {}
+        else:
+            variables |= one("ConfigMap", name)["data"]
+    for entry in container.get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if "value" in entry:
+            variables[entry["name"]] = entry["value"]
+        elif ref is not None and (secured or ref["name"] not in KAFKA_SECRETS):
+            variables[entry["name"]] = "secret:" + ref["key"]
+    return variables
+
+
+def pod_of(name: str) -> dict[str, Any]:
+    workload = statefulset() if name == "worker" else collector_deployment()
+    pod: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return pod
+
+
+def container_of(name: str) -> dict[str, Any]:
+    return worker_container() if name == "worker" else collector_container()
+
+
+def projected_files(name: str) -> dict[Path, tuple[str, str]]:
+    """The files of a pod's Kafka credentials volume: path -> (secret, key)."""
+    mount = next(m for m in container_of(name)["volumeMounts"] if m["name"] == CREDENTIALS_VOLUME)
+    volume = next(v for v in pod_of(name)["volumes"] if v["name"] == CREDENTIALS_VOLUME)
+    files = {}
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            files[Path(mount["mountPath"]) / item["path"]] = (source["secret"]["name"], item["key"])
+    return files
+
+
+def with_files(name: str, variables: dict[str, str], root: Path) -> dict[str, str]:
+    """``variables`` with each path of the credentials volume moved under ``root``, where the file
+    then exists (the password file holds a stand-in), as the kubelet would project it."""
+    moved = dict(variables)
+    for path in projected_files(name):
+        for variable, value in variables.items():
+            if Path(value) == path:
+                local = root / path.relative_to(path.anchor)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_text(STAND_IN_PASSWORD + "\n" if path.name == "password" else "a CA\n", encoding="utf-8")
+                moved[variable] = str(local)
+    return moved
+
+
+PODS = ["worker", "collector"]
+
+
+@pytest.mark.parametrize("version", kubernetes_versions())
+def test_the_component_is_valid_and_only_adds_the_settings(kubernetes_validate: ModuleType, version: str) -> None:
+    kustomization = component()
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    assert kustomization["kind"] == "Component"
+    files = sorted(p.name for p in COMPONENT_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files
+    docs = component_documents()
+    for doc in docs:
+        schema_validate(kubernetes_validate, doc, version)
+    assert [d["kind"] for d in docs] == ["ConfigMap"]  # no Secret committed, no patch
+    assert all("namespace" not in d["metadata"] for d in docs)
+    # The base kustomization says how to enable it.
+    base = (K8S_DIR / "kustomization.yaml").read_text(encoding="utf-8")
+    assert f"#   - {COMPONENT_DIR.name}\n" in base
+
+
+@pytest.mark.parametrize("pod", PODS)
+def test_without_the_component_a_pod_connects_in_plaintext(pod: str) -> None:
+    # A dev cluster: neither the component's ConfigMap nor the Secrets exist, and may not.
+    container = container_of(pod)
+    security_refs = [s["configMapRef"] for s in container["envFrom"] if s["configMapRef"]["name"] == SECURITY_CONFIGMAP]
+    assert security_refs == [{"name": SECURITY_CONFIGMAP, "optional": True}]
+    secret_refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    assert all(ref["optional"] is True for ref in secret_refs if ref["name"] in KAFKA_SECRETS)
+    volume = next(v for v in pod_of(pod)["volumes"] if v["name"] == CREDENTIALS_VOLUME)
+    assert all(source["secret"]["optional"] is True for source in volume["projected"]["sources"])
+    variables = pod_environment(container, secured=False)
+    assert unread_variables(variables) == []
+    assert settings_from_env(variables).security.protocol == "PLAINTEXT"
+
+
+@pytest.mark.parametrize("pod", PODS)
+def test_with_the_component_a_pod_reads_every_security_variable(pod: str, tmp_path: Path) -> None:
+    variables = with_files(pod, pod_environment(container_of(pod), secured=True), tmp_path)
+    assert set(security_settings()) <= set(variables)
+    assert unread_variables(variables) == []
+    security = settings_from_env(variables).security
+    assert (security.protocol, security.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert security.username == "secret:username"
+    assert security.password == STAND_IN_PASSWORD  # read from the file; no password variable
+    assert PREFIX + "SASL_PASSWORD" not in variables
+    assert security.cafile is not None
+    assert security.cafile.is_file()
+
+
+@pytest.mark.parametrize("pod", PODS)
+def test_the_files_the_settings_name_are_the_projected_secret_keys(pod: str) -> None:
+    files = projected_files(pod)
+    settings = security_settings()
+    assert files[Path(settings[PREFIX + "SASL_PASSWORD_FILE"])] == ("leadscore-kafka", "password")
+    assert files[Path(settings[PREFIX + "SSL_CAFILE"])] == ("leadscore-kafka-ca", "ca.crt")
+    username = next(e for e in container_of(pod)["env"] if e["name"] == PREFIX + "SASL_USERNAME")
+    assert username["valueFrom"]["secretKeyRef"]["name"] == "leadscore-kafka"
+    mount = next(m for m in container_of(pod)["volumeMounts"] if m["name"] == CREDENTIALS_VOLUME)
+    assert mount["readOnly"] is True
+    # Readable by the leadscore group (the pod's fsGroup), by no one else.
+    volume = next(v for v in pod_of(pod)["volumes"] if v["name"] == CREDENTIALS_VOLUME)
+    assert volume["projected"]["defaultMode"] == 0o440
+    context = pod_of(pod)["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"] == 10001
+
+
+def test_the_kafka_secrets_are_documented_with_every_key_the_pods_read() -> None:
+    text = (COMPONENT_DIR / "kustomization.yaml").read_text(encoding="utf-8")
+    for pod in PODS:
+        refs = set(projected_files(pod).values())
+        refs |= {
+            (ref["name"], ref["key"])
+            for e in container_of(pod)["env"]
+            if (ref := e.get("valueFrom", {}).get("secretKeyRef")) is not None and ref["name"] in KAFKA_SECRETS
+        }
+        assert {secret for secret, _ in refs} == KAFKA_SECRETS
+        for secret, key in refs:
+            command = text.partition(f"create secret generic {secret} ")[2].split("kubectl")[0]
+            assert f"--from-literal={key}=" in command or f"--from-file={key}=" in command, (secret, key)
+
+
+@pytest.mark.parametrize(
+    ("name", "misspelt"),
+    [
+        ("LEADSCORE_SSL_CAFILE", "LEADSCORE_SSL_CA_FILE"),
+        ("LEADSCORE_SASL_MECHANISM", "LEADSCORE_SASL_MECHANISMS"),
+        ("LEADSCORE_SECURITY_PROTOCOL", "LEADSCORE_KAFKA_SECURITY_PROTOCOL"),
+    ],
+)
+def test_a_misspelt_security_variable_is_caught(name: str, misspelt: str, tmp_path: Path) -> None:
+    variables = with_files("worker", pod_environment(worker_container(), secured=True), tmp_path)
+    variables[misspelt] = variables.pop(name)
+    if name == "LEADSCORE_SECURITY_PROTOCOL":  # PLAINTEXT then: the SASL variables are refused
+        with pytest.raises(SettingsError, match="is set but LEADSCORE_SECURITY_PROTOCOL is PLAINTEXT"):
+            settings_from_env(variables)
+    else:
+        assert unread_variables(variables) == [misspelt]
+
+
+def test_a_misspelt_password_file_or_user_stops_the_pod(tmp_path: Path) -> None:
+    variables = with_files("collector", pod_environment(collector_container(), secured=True), tmp_path)
+    for name, expected in (("SASL_PASSWORD_FILE", "needs LEADSCORE_SASL_PASSWORD"), ("SASL_USERNAME", "needs")):
+        broken = dict(variables)
+        broken[PREFIX + "SASL_" + name] = broken.pop(PREFIX + name)
+        with pytest.raises(SettingsError, match=expected):
+            settings_from_env(broken)
+
+
 # --- the collector -----------------------------------------------------------------------------
 
 COLLECTOR_LABELS = {"app.kubernetes.io/name": "leadscore", "app.kubernetes.io/component": "collector"}
@@ -424,18 +614,8 @@ def collector_container(deployment: dict[str, Any] | None = None) -> dict[str, A
 
 
 def collector_environment(deployment: dict[str, Any] | None = None) -> dict[str, str]:
-    """The collector pod's LEADSCORE_* variables: its ConfigMaps' (envFrom) and its own env list,
-    a secret's value stood in for by ``secret:<key>``."""
-    container = collector_container(deployment)
-    variables: dict[str, str] = {}
-    for source in container["envFrom"]:
-        variables |= one("ConfigMap", source["configMapRef"]["name"])["data"]
-    for entry in container["env"]:
-        if "value" in entry:
-            variables[entry["name"]] = entry["value"]
-        else:
-            variables[entry["name"]] = "secret:" + entry["valueFrom"]["secretKeyRef"]["key"]
-    return variables
+    """The collector pod's LEADSCORE_* variables on a PLAINTEXT cluster (see pod_environment)."""
+    return pod_environment(collector_container(deployment), secured=False)
 
 
 def test_collector_is_a_stateless_deployment_of_two() -> None:
@@ -514,6 +694,7 @@ def test_collector_secrets_reach_their_settings() -> None:
 
 def test_collector_secrets_come_from_the_documented_secret() -> None:
     refs = [e["valueFrom"]["secretKeyRef"] for e in collector_container()["env"] if "valueFrom" in e]
+    refs = [ref for ref in refs if ref["name"] not in KAFKA_SECRETS]  # kafka-sasl-ssl's (tested below)
     assert {ref["name"] for ref in refs} == {COLLECTOR_SECRET}
     assert all("value" not in e for e in collector_container()["env"])
     # collector.yaml's comment creates that secret with every key the pods read.

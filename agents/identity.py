@@ -24,8 +24,7 @@ from scoring.identity import DAY_MS, IdentityConfig, decode_identity_state, enco
 from scoring.identity_batch import apply_identity_batch
 from scoring.identity_sweep import SWEEP_KEY, decode_sweep, sweep_message, sweep_states
 from scoring.outputs import DeadLetter
-from streams.faust_internals import MembershipLost, read_states, write_states
-from streams.table_scan import partition_items
+from streams.faust_internals import MembershipLost, partition_items, read_states, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service

@@ -22,7 +22,9 @@ What it replaces, and why:
   offset, ending the recovery the way Faust's loop does.
 - **Table writes without a current event.** ``Table.__setitem__`` and the RocksDB store take the
   changelog partition and the RocksDB database from the *current event*; a batch has none. So
-  :func:`read_states` and :func:`write_states` address the store's partition directly (one
+  :func:`read_states`, :func:`write_states` and :func:`partition_items` (the identity sweep's
+  scan of one partition; Faust's own iteration covers every active partition at once) address
+  the store's partition directly (one
   RocksDB ``WriteBatch`` per batch) and send one changelog record per lead per batch on the
   lead's own partition, awaited until the broker has it (Faust's ``send_soon`` buffer is not
   fully drained by its commit), with the callback that keeps the store's persisted offset.
@@ -44,9 +46,10 @@ What it replaces, and why:
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
@@ -456,6 +459,25 @@ def write_store(table: Any, partition: int, items: Sequence[tuple[bytes, bytes |
                 store.data.pop(key, None)
             else:
                 store.data[key] = value
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partition_items(table: Any, partition: int, partitions: int) -> Iterator[tuple[bytes, bytes]]:
+    """Yield ``(key, value)`` of every key of ``table`` stored for ``partition``: the RocksDB
+    database of that partition without the store's offset record, or, in the memory store (one
+    dict for every partition), the keys Kafka's default partitioner puts on that partition, which
+    is where every producer of the tables' keyed topics sends them."""
+    store = _store(table)
+    if hasattr(store, "_db_for_partition"):  # RocksDB: one database per partition
+        yield from store._visible_items(store._db_for_partition(partition))
+        return
+    for key, value in list(store.data.items()):
+        if value is not None and key_partition(key, partitions) == partition:
+            yield key, value
 
 
 def drain_loop_age(app: Any) -> float | None:

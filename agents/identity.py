@@ -51,12 +51,14 @@ async def apply_identities(
 ) -> None:
     """Apply identity messages of one partition, in offset order: park, link, release or refuse.
     Released events and dead letters are awaited, then each changed key is written once (one
-    changelog batch)."""
+    changelog batch). Each step first confirms that this worker still owns the partition
+    (:func:`agents.output.fenced`; :class:`MembershipLost` leaves the records unacked)."""
     table, partition = service.identities, records[0].partition
     keys = {r.key for r in records if isinstance(r.key, bytes)}
     stored = read_states(table, partition, keys)
     states = {key: decode_identity_state(raw) for key, raw in stored.items()}
     batch = apply_identity_batch([(r.key, r.value) for r in records], states, service.clock.now_ms(), config)
+    await fenced(service)
     pending = [await forward_to[f.kind].send(key=f.lead_id.encode(), value=f.value) for f in batch.forwards]
     for future in pending:
         await future
@@ -72,7 +74,9 @@ async def apply_identities(
         empty = state.lead_id is None and not state.parked
         if encoded != raw and not (raw is None and empty):
             items.append((key, encoded))
-    await write_states(table, partition, items)
+    if items:
+        await fenced(service)
+        await write_states(table, partition, items)
     metrics = service.metrics
     for outcome, count in batch.counts.items():
         metrics.identity_events.labels(outcome).inc(count)
@@ -149,6 +153,8 @@ def register_identity(service: "Service") -> None:
             await handle_identities(service, records, config, forward_to)
         except DeadLetterBlocked:
             raise  # stopping while the dead-letter topic refuses records: they are not acked
+        except MembershipLost:
+            raise  # no longer the partition's owner: the records are not acked (read again)
         except Exception as exc:
             # Faust would ack the records and lose them: dead-letter them and go on.
             service.metrics.processing_errors.labels("identity").inc()
@@ -189,5 +195,8 @@ def register_identity(service: "Service") -> None:
     async def identities(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            await handle_safely([message])
+            try:
+                await handle_safely([message])
+            except MembershipLost:  # frozen past the session timeout: the partition's next owner reads it
+                continue
             service.note_progress(message.topic, message.partition, message.timestamp)

@@ -168,3 +168,41 @@ async def test_a_member_writes(service: Service, monkeypatch: pytest.MonkeyPatch
     await output.apply_result(service, crossing(), 0, {})
     faust_internals.send_changelog.assert_called_once()  # type: ignore[attr-defined]
     assert service.metrics.zombie_writes_refused._value.get() == 0
+
+
+def identity_visit(partition: int = 3) -> Any:
+    """A parked anonymous visit on ``lead-identities``: the identity path writes its key."""
+    from scoring.identity import visit_message
+
+    event = b'{"event_id":"v1","anonymous_id":"a1","occurred_at":%d,"url":"/pricing"}' % int(time.time() * 1000)
+    value = visit_message("a1", event)
+    return SimpleNamespace(
+        topic="lead-identities",
+        partition=partition,
+        offset=0,
+        key=b"anon:a1",
+        value=value,
+        timestamp=time.time() * 1000,
+    )
+
+
+async def test_a_lost_member_leaves_identity_messages_unacked_not_dead_lettered(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "confirm_membership", AsyncMock(side_effect=MembershipLost("gone")))
+    monkeypatch.setattr(service.app.producer, "send", AsyncMock())  # dead letters would go here
+    record = identity_visit()
+    assert service.identity_batch is not None
+    with pytest.raises(MembershipLost):  # the batch consumer rewinds; the next owner reads them
+        await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
+    faust_internals.send_changelog.assert_not_called()  # type: ignore[attr-defined]
+    service.app.producer.send.assert_not_called()
+    assert service.metrics.zombie_writes_refused._value.get() == 1
+
+
+async def test_a_member_writes_identity_states(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "confirm_membership", AsyncMock())
+    record = identity_visit()
+    assert service.identity_batch is not None
+    await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
+    faust_internals.send_changelog.assert_called_once()  # type: ignore[attr-defined]

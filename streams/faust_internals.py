@@ -40,6 +40,14 @@ What it replaces, and why:
   half the session timeout ago succeeded in the current generation (timed by wrapping the
   coordinator's ``_do_heartbeat``), else it asks the coordinator with a heartbeat of its own and
   raises :class:`MembershipLost` when the member is gone; the batch is then dropped, not acked.
+- **Tracking every topic the worker produces to.** aiokafka's ``_wait_on_metadata`` returns at
+  once for a topic the client's last metadata held, without adding it to the topics the client
+  tracks; once any topic is tracked (Faust tracks the changelogs it creates), every metadata
+  request names the tracked topics only, so an untracked topic drops out of the metadata, and a
+  batch already queued for it waits for a leader until the producer's request timeout (Faust's
+  default: 20 minutes) while the sender asks for metadata in a loop: the benchmark's worker hung
+  on a nurture event that way. :func:`install_topic_tracking` makes every send track its topic
+  before anything is queued.
 - **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
   already knows, without a round trip to the broker.
 """
@@ -326,6 +334,39 @@ async def confirm_membership(app: Any) -> None:
             answered = False
         if not answered:  # the coordinator unreachable (ask again), or the member reset (raised above)
             await asyncio.sleep(MEMBERSHIP_RETRY_S)
+
+
+def track_topics_on_send(client: Any) -> None:
+    """Make the aiokafka ``client`` track (keep in its metadata) every topic a send waits on
+    metadata for, before the send queues anything for it."""
+    wait_on_metadata = client._wait_on_metadata
+
+    async def wait_on_tracked_metadata(topic: str) -> Any:
+        if topic not in client._topics:
+            await client.add_topic(topic)
+        return await wait_on_metadata(topic)
+
+    client._wait_on_metadata = wait_on_tracked_metadata
+
+
+def install_topic_tracking(app: Any) -> None:
+    """Make the producer that ``app`` creates track every topic it sends to
+    (:func:`track_topics_on_send`)."""
+    new_faust_producer = app._new_producer
+
+    def new_producer() -> Any:
+        producer = new_faust_producer()
+        new_client_producer = producer._new_producer
+
+        def new_tracked_client_producer(*args: Any, **kwargs: Any) -> Any:
+            client_producer = new_client_producer(*args, **kwargs)
+            track_topics_on_send(client_producer.client)
+            return client_producer
+
+        producer._new_producer = new_tracked_client_producer
+        return producer
+
+    app._new_producer = new_producer
 
 
 def install_batch_consumer(app: Any, topics: Iterable[str], handler: BatchHandler) -> None:

@@ -2,13 +2,17 @@
 
 While it is frozen, the group gives its partitions to the other worker; when it wakes up it may
 still hold a batch it had fetched. Whatever it does then, no crossing gets a second event id, no
-event is lost and the table still equals the replay.
+event is lost and the table still equals the replay. Run in both consumption modes: the batch
+consumer drops such a batch unacked; the per-event agent skips the record, which its commit (refused
+for the old generation) never passes.
 """
 
 import os
 import signal
 import time
 from collections.abc import Callable
+
+import pytest
 
 from scoring.engine import Scorer
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
@@ -17,13 +21,15 @@ from tests.reliability.harness import SESSION_TIMEOUT_S, WORKER_ENV, Load, cross
 from tests.reliability.report import record
 
 
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
 def test_worker_frozen_past_its_session_timeout(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, consumption: str
 ) -> None:
     freezes = soak(1, 5)
     data = synthetic_input(names, soak(1000, 4000))
     create_topics(bootstrap, names)
-    workers = [worker_factory(0, **WORKER_ENV), worker_factory(1, **WORKER_ENV)]
+    env = {**WORKER_ENV, "LEADSCORE_CONSUMPTION": consumption}
+    workers = [worker_factory(0, **env), worker_factory(1, **env)]
     frozen = workers[0]
     assert frozen.process is not None
     load = Load(bootstrap, data, duration_s=freezes * (SESSION_TIMEOUT_S * 2 + 25.0)).start()
@@ -44,7 +50,7 @@ def test_worker_frozen_past_its_session_timeout(
     refused = frozen.metric("leadscore_zombie_writes_refused_total")
     figures = verify(bootstrap, names, scorer, data)
     record(
-        "SIGSTOP past the session timeout",
+        "SIGSTOP past the session timeout" + ("" if consumption == "batch" else " (agent consumption)"),
         faults=freezes,
         sent=figures.sent,
         lost=lost_total(figures),

@@ -24,21 +24,23 @@ def decode_states(values: dict[bytes, bytes]) -> dict[str, LeadState]:
 
 
 async def send_outputs(service: "Service", result: BatchResult, record_timestamp_s: float | None = None) -> None:
-    """Send a result's MQL and nurture events and its dead letters.
+    """Send a result's MQL and nurture events, its identity messages and its dead letters.
 
-    MQL and nurture events are awaited until the broker has them; callers write the states only
-    afterwards, so a crash in between redelivers the input and the same crossing is sent again
-    under the same event id, never lost. Dead letters are awaited too (agents/dead_letters.py:
-    while the topic refuses them, this waits and the source record is not acked).
+    MQL, nurture and identity messages go out together and are awaited until the broker has them;
+    callers write the states only afterwards, so a crash in between redelivers the input and the
+    same crossing is sent again under the same event id, never lost. Dead letters are awaited too
+    (agents/dead_letters.py: while the topic refuses them, this waits and the source record is not
+    acked).
     """
     names, metrics = service.settings.topics, service.metrics
     now_ms = service.clock.now_ms()
-    if result.mql:
-        handoffs = [(mql.lead_id.encode(), orjson.dumps(mql.to_payload())) for mql in result.mql]
-        await send_keyed(service.app, names.mql_handoff, handoffs)
-    if result.nurture:
-        returns = [(nurture.lead_id.encode(), orjson.dumps(nurture.to_payload())) for nurture in result.nurture]
-        await send_keyed(service.app, names.lead_nurture, returns)
+    messages = {
+        names.mql_handoff: [(mql.lead_id.encode(), orjson.dumps(mql.to_payload())) for mql in result.mql],
+        names.lead_nurture: [(n.lead_id.encode(), orjson.dumps(n.to_payload())) for n in result.nurture],
+        names.identities: identity_messages(result),
+    }
+    if any(messages.values()):
+        await send_keyed(service.app, messages)  # one round trip for all three topics
     for mql in result.mql:
         metrics.mql_events.inc()
         if service.settings.clock_speed == 1.0:
@@ -48,15 +50,16 @@ async def send_outputs(service: "Service", result: BatchResult, record_timestamp
     for nurture in result.nurture:
         metrics.nurture_events.labels(nurture.reason).inc()
     metrics.count_funnel(result)
+    if result.anonymous:
+        metrics.identity_sent.labels("visit").inc(len(result.anonymous))
+    if result.email_links:
+        metrics.identity_sent.labels("email_known").inc(len(result.email_links))
     await send_dead_letters(service, result.dead_letters, now_ms)  # waits while the topic refuses them
-    await send_identities(service, result)
 
 
-async def send_identities(service: "Service", result: BatchResult) -> None:
-    """Pass anonymous visits, and the e-mail pseudonyms of profile events, to the identity agent
-    (sent before the source offset can be committed, like dead letters)."""
-    if not result.anonymous and not result.email_links:
-        return
+def identity_messages(result: BatchResult) -> list[tuple[bytes, bytes]]:
+    """The identity agent's messages of a result: its anonymous visits, and the e-mail pseudonyms
+    of its profile events (sent before the source offset can be committed, like dead letters)."""
     messages = []
     for record in result.anonymous:
         key, raw = record.key, record.value
@@ -65,12 +68,7 @@ async def send_identities(service: "Service", result: BatchResult) -> None:
         messages.append((ANON_PREFIX.encode() + key, visit_message(key.decode(), raw)))
     for hashed, lead_id, occurred_at in result.email_links:
         messages.append(((EMAIL_PREFIX + hashed).encode(), email_known_message(hashed, lead_id, occurred_at)))
-    await send_keyed(service.app, service.settings.topics.identities, messages)
-    metrics = service.metrics
-    if result.anonymous:
-        metrics.identity_sent.labels("visit").inc(len(result.anonymous))
-    if result.email_links:
-        metrics.identity_sent.labels("email_known").inc(len(result.email_links))
+    return messages
 
 
 def record_states(

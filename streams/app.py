@@ -14,7 +14,7 @@ from scoring.events import EventKind
 from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
-from streams.faust_internals import install_topic_tracking
+from streams.faust_internals import install_full_metadata
 from streams.kafka_clients import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -109,7 +109,7 @@ def create_app(settings: Settings) -> Service:
         broker_heartbeat_interval=settings.group.heartbeat_interval_s,
         consumer_group_instance_id=settings.group.instance_id,
     )
-    install_topic_tracking(app)  # before anything creates the producer
+    install_full_metadata(app)  # before anything creates the producer
     topics = declare_topics(app, settings)
     leads = app.Table(
         "leads",

@@ -40,21 +40,21 @@ What it replaces, and why:
   half the session timeout ago succeeded in the current generation (timed by wrapping the
   coordinator's ``_do_heartbeat``), else it asks the coordinator with a heartbeat of its own and
   raises :class:`MembershipLost` when the member is gone; the batch is then dropped, not acked.
-- **Tracking every topic the worker produces to.** aiokafka's ``_wait_on_metadata`` returns at
-  once for a topic the client's last metadata held, without adding it to the topics the client
-  tracks; once any topic is tracked (Faust tracks the changelogs it creates), every metadata
-  request names the tracked topics only, so an untracked topic drops out of the metadata, and a
-  batch already queued for it waits for a leader until the producer's request timeout (Faust's
-  default: 20 minutes) while the sender asks for metadata in a loop: the benchmark's worker hung
-  on a nurture event that way. :func:`install_topic_tracking` makes every send track its topic
-  before anything is queued.
+- **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
+  all topics until it tracks one (``add_topic``, called when a send finds its topic missing, as
+  for a changelog Faust has just created), and from then on of the tracked topics only. A batch
+  already queued for a topic that then drops out of the metadata has no leader and waits for the
+  producer's request timeout (Faust's default: 20 minutes) while the sender asks for metadata in
+  a loop (the benchmark's worker hung on a nurture event that way), and Faust's table routing
+  (``key_partition`` of a changelog topic) fails on a topic missing from it.
+  :func:`install_full_metadata` makes the producer's client refresh all topics instead.
 - **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
   already knows, without a round trip to the broker.
 """
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -336,34 +336,31 @@ async def confirm_membership(app: Any) -> None:
             await asyncio.sleep(MEMBERSHIP_RETRY_S)
 
 
-def track_topics_on_send(client: Any) -> None:
-    """Make the aiokafka ``client`` track (keep in its metadata) every topic a send waits on
-    metadata for, before the send queues anything for it."""
-    wait_on_metadata = client._wait_on_metadata
+def keep_every_topic_in_metadata(client: Any) -> None:
+    """Make the aiokafka ``client`` ask for the metadata of all topics whenever it would start
+    tracking one: no topic it knew drops out of its metadata."""
 
-    async def wait_on_tracked_metadata(topic: str) -> Any:
-        if topic not in client._topics:
-            await client.add_topic(topic)
-        return await wait_on_metadata(topic)
+    def add_topic(topic: str) -> Any:
+        return client.force_metadata_update()
 
-    client._wait_on_metadata = wait_on_tracked_metadata
+    client.add_topic = add_topic
 
 
-def install_topic_tracking(app: Any) -> None:
-    """Make the producer that ``app`` creates track every topic it sends to
-    (:func:`track_topics_on_send`)."""
+def install_full_metadata(app: Any) -> None:
+    """Make the producer that ``app`` creates keep every topic in its metadata
+    (:func:`keep_every_topic_in_metadata`)."""
     new_faust_producer = app._new_producer
 
     def new_producer() -> Any:
         producer = new_faust_producer()
         new_client_producer = producer._new_producer
 
-        def new_tracked_client_producer(*args: Any, **kwargs: Any) -> Any:
+        def new_client_producer_with_full_metadata(*args: Any, **kwargs: Any) -> Any:
             client_producer = new_client_producer(*args, **kwargs)
-            track_topics_on_send(client_producer.client)
+            keep_every_topic_in_metadata(client_producer.client)
             return client_producer
 
-        producer._new_producer = new_tracked_client_producer
+        producer._new_producer = new_client_producer_with_full_metadata
         return producer
 
     app._new_producer = new_producer
@@ -441,21 +438,24 @@ async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes
     table.data.set_persisted_offset(TP(topic, partition), last_offset)
 
 
-async def send_keyed(app: Any, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    """Send keyed records to ``topic``, each on the partition its key hashes to (Kafka's default
-    murmur2 partitioner, as every producer of these topics uses), with aiokafka's batch API: one
-    produce batch per partition instead of one Faust send per record. Waits for the broker."""
-    if not records:
-        return
+async def send_keyed(app: Any, messages: Mapping[str, Sequence[tuple[bytes, bytes]]]) -> None:
+    """Send keyed records, ``{topic: [(key, value), ...]}``, each on the partition its key hashes to
+    (Kafka's default murmur2 partitioner, as every producer of these topics uses), with aiokafka's
+    batch API: one produce batch per partition instead of one Faust send per record. Every topic's
+    batches are handed to the producer before any answer is awaited, so a batch's outputs cost one
+    round trip to the broker, not one per topic. Waits for the broker."""
     producer = app.producer._ensure_producer()
-    await producer.client._wait_on_metadata(topic)
-    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-    for key, value in records:
-        partition = producer._partition(topic, None, None, None, key, value)
-        by_partition.setdefault(partition, []).append((key, value))
     sent = []
-    for partition, items in by_partition.items():
-        sent += await _send_to_partition(producer, topic, partition, items)
+    for topic, records in messages.items():
+        if not records:
+            continue
+        await producer.client._wait_on_metadata(topic)
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, value in records:
+            partition = producer._partition(topic, None, None, None, key, value)
+            by_partition.setdefault(partition, []).append((key, value))
+        for partition, items in by_partition.items():
+            sent += await _send_to_partition(producer, topic, partition, items)
     for future, _ in sent:
         await future
 

@@ -72,7 +72,8 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
     assert state.crossings == 1
     send = output.send_keyed
     assert isinstance(send, AsyncMock)
-    handoffs = [call.args[2] for call in send.call_args_list if call.args[1] == service.settings.topics.mql_handoff]
+    handoffs = [sent[service.settings.topics.mql_handoff] for sent in (call.args[1] for call in send.call_args_list)]
+    handoffs = [records for records in handoffs if records]
     assert len(handoffs) == 1
     assert len(handoffs[0]) == 1
     key, value = handoffs[0][0]

@@ -1,5 +1,5 @@
 """A produce batch queued for a topic that drops out of the producer's metadata, on the real broker
-(streams/faust_internals.py ``track_topics_on_send``).
+(streams/faust_internals.py ``keep_every_topic_in_metadata``).
 
 aiokafka's producer asks for metadata of every topic until it tracks one, then of the tracked ones
 only. A send to a topic the full metadata held does not track it; when another topic is tracked
@@ -12,12 +12,12 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.faust_internals import track_topics_on_send
+from streams.faust_internals import keep_every_topic_in_metadata
 
 REQUEST_TIMEOUT_MS = 8000
 
 
-async def delivered_after_metadata_narrowed(bootstrap: str, names: str, track: bool) -> bool:
+async def delivered_after_a_topic_is_tracked(bootstrap: str, names: str, full_metadata: bool) -> bool:
     """Queue a record for one topic, track another, and tell whether the record was delivered
     within a few seconds."""
     quiet, other = f"{names}quiet", f"{names}other"
@@ -30,8 +30,8 @@ async def delivered_after_metadata_narrowed(bootstrap: str, names: str, track: b
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1000, request_timeout_ms=REQUEST_TIMEOUT_MS)
     await producer.start()
     try:
-        if track:
-            track_topics_on_send(producer.client)
+        if full_metadata:
+            keep_every_topic_in_metadata(producer.client)
         for _ in range(50):  # the full metadata, which tracks no topic, knows both once they exist
             await producer.client.force_metadata_update()
             if producer.client.cluster.partitions_for_topic(quiet):
@@ -39,7 +39,7 @@ async def delivered_after_metadata_narrowed(bootstrap: str, names: str, track: b
             await asyncio.sleep(0.1)
         assert producer.client.cluster.partitions_for_topic(quiet)
         delivery = await producer.send(quiet, b"v", partition=0)  # lingers for a second
-        await producer.client.add_topic(other)  # from now on metadata names the tracked topics only
+        await producer.client.add_topic(other)  # from now on, stock: metadata names the tracked topics only
         try:
             await asyncio.wait_for(asyncio.shield(delivery), 5)
             return True
@@ -49,10 +49,10 @@ async def delivered_after_metadata_narrowed(bootstrap: str, names: str, track: b
         await producer.stop()  # a stuck batch expires after the request timeout
 
 
-async def test_an_untracked_topic_loses_its_queued_batch_without_tracking(bootstrap: str, names: str) -> None:
-    # The hazard itself: should aiokafka fix it, this fails and the tracking can go.
-    assert not await delivered_after_metadata_narrowed(bootstrap, names, track=False)
+async def test_an_untracked_topic_loses_its_queued_batch_in_stock_aiokafka(bootstrap: str, names: str) -> None:
+    # The hazard itself: should aiokafka fix it, this fails and the workaround can go.
+    assert not await delivered_after_a_topic_is_tracked(bootstrap, names, full_metadata=False)
 
 
-async def test_a_tracked_topic_keeps_its_leader_and_the_batch_is_delivered(bootstrap: str, names: str) -> None:
-    assert await delivered_after_metadata_narrowed(bootstrap, names, track=True)
+async def test_with_full_metadata_the_queued_batch_keeps_its_leader(bootstrap: str, names: str) -> None:
+    assert await delivered_after_a_topic_is_tracked(bootstrap, names, full_metadata=True)

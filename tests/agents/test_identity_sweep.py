@@ -41,7 +41,9 @@ def anon_on(partition: int, prefix: str) -> str:
 
 
 def record(key: bytes, value: bytes, partition: int, offset: int = 0) -> Any:
-    return SimpleNamespace(topic="lead-identities", partition=partition, offset=offset, key=key, value=value)
+    return SimpleNamespace(
+        topic="lead-identities", partition=partition, offset=offset, key=key, value=value, timestamp=time.time() * 1000
+    )
 
 
 def visit(anon: str, days_ago: float, partition: int) -> Any:

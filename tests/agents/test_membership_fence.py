@@ -22,6 +22,7 @@ from streams import faust_internals
 from streams.app import Service, create_app
 from streams.faust_internals import MembershipLost, confirm_membership
 from streams.settings import Settings
+from tests.agents.test_identity_sweep import visit
 
 GENERATION = 7
 UNREACHABLE, ACCEPTED, UNKNOWN_MEMBER = "unreachable", "accepted", "unknown member"
@@ -170,28 +171,12 @@ async def test_a_member_writes(service: Service, monkeypatch: pytest.MonkeyPatch
     assert service.metrics.zombie_writes_refused._value.get() == 0
 
 
-def identity_visit(partition: int = 3) -> Any:
-    """A parked anonymous visit on ``lead-identities``: the identity path writes its key."""
-    from scoring.identity import visit_message
-
-    event = b'{"event_id":"v1","anonymous_id":"a1","occurred_at":%d,"url":"/pricing"}' % int(time.time() * 1000)
-    value = visit_message("a1", event)
-    return SimpleNamespace(
-        topic="lead-identities",
-        partition=partition,
-        offset=0,
-        key=b"anon:a1",
-        value=value,
-        timestamp=time.time() * 1000,
-    )
-
-
 async def test_a_lost_member_leaves_identity_messages_unacked_not_dead_lettered(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(output, "confirm_membership", AsyncMock(side_effect=MembershipLost("gone")))
     monkeypatch.setattr(service.app.producer, "send", AsyncMock())  # dead letters would go here
-    record = identity_visit()
+    record = visit("a1", days_ago=0, partition=3)  # parked: the identity path writes its key
     assert service.identity_batch is not None
     with pytest.raises(MembershipLost):  # the batch consumer rewinds; the next owner reads them
         await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
@@ -202,7 +187,7 @@ async def test_a_lost_member_leaves_identity_messages_unacked_not_dead_lettered(
 
 async def test_a_member_writes_identity_states(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(output, "confirm_membership", AsyncMock())
-    record = identity_visit()
+    record = visit("a1", days_ago=0, partition=3)  # parked: the identity path writes its key
     assert service.identity_batch is not None
     await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
     faust_internals.send_changelog.assert_called_once()  # type: ignore[attr-defined]

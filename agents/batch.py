@@ -1,7 +1,8 @@
-"""The batch path: each fetched batch of an inbound partition, at once, through the scoring core.
+"""The batch path: the fetched batches of one partition number, at once, through the scoring core.
 
-The consumer (``streams/faust_internals.py``) hands over raw records of one partition; this
-reads their leads' states, scores them, sends the outputs, then writes each touched lead once.
+The consumer (``streams/faust_internals.py``) hands over the raw records fetched from each inbound
+topic's partition ``p`` (co-partitioned: a lead's events are all on partition ``p``); this reads
+their leads' states, scores them, sends the outputs, then writes each touched lead once.
 """
 
 import logging
@@ -21,44 +22,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def score_batch(service: "Service", tp: Any, records: Sequence[Any]) -> None:
-    """Score one partition's batch of raw records; dead-letter them all if that fails unexpectedly."""
+async def score_batches(service: "Service", batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    """Score the fetched batches of one partition number (one per inbound topic) at once: one
+    scoring pass, one send of their outputs, one write of each touched lead. If that fails
+    unexpectedly, dead-letter them all."""
+    partition = batches[0][0].partition
     try:
-        async with service.partition_lock(tp.partition):
-            await _score(service, tp, records)
+        async with service.partition_lock(partition):
+            await _score(service, partition, batches)
     except DeadLetterBlocked:
-        raise  # stopping while the dead-letter topic refuses records: the batch is not acked
+        raise  # stopping while the dead-letter topic refuses records: the batches are not acked
     except MembershipLost:
-        service.caches.pop(tp.partition, None)
-        raise  # no longer the partition's owner: the batch is dropped, not acked (read again)
+        service.caches.pop(partition, None)
+        raise  # no longer the partition's owner: the batches are dropped, not acked (read again)
     except Exception as exc:
-        service.caches.pop(tp.partition, None)  # states may be half-applied: read them again
+        service.caches.pop(partition, None)  # states may be half-applied: read them again
         service.metrics.processing_errors.labels("batch").inc()
-        log.exception(
-            "batch scoring failed; records dead-lettered", extra={"topic": tp.topic, "partition": tp.partition}
-        )
+        log.exception("batch scoring failed; records dead-lettered", extra={"partition": partition})
         letters = [
             DeadLetter("scoring_error", type(exc).__name__, r.topic, r.partition, r.offset, r.key, r.value)
+            for _, records in batches
             for r in records
         ]
         await send_outputs(service, BatchResult(dead_letters=letters))
-    last = records[-1]
-    service.note_progress(tp.topic, tp.partition, last.timestamp / 1000)
+    for tp, records in batches:
+        service.note_progress(tp.topic, tp.partition, records[-1].timestamp / 1000)
 
 
-async def _score(service: "Service", tp: Any, records: Sequence[Any]) -> None:
-    metrics = service.metrics
-    kind = service.topic_kinds.get(tp.topic)
-    metrics.events_consumed.labels(tp.topic, kind.value if kind else "unknown").inc(len(records))
-    inputs = [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
-    keys = {r.key for r in records if isinstance(r.key, bytes)}
-    states = load_states(service, tp.partition, keys)
+async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    metrics, kinds = service.metrics, service.topic_kinds
+    inputs: list[InputRecord] = []
+    for tp, records in batches:
+        kind = kinds.get(tp.topic)
+        metrics.events_consumed.labels(tp.topic, kind.value if kind else "unknown").inc(len(records))
+        inputs += [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+    keys = {r.key for r in inputs if isinstance(r.key, bytes)}
+    states = load_states(service, partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     started = time.perf_counter()
-    erased = load_erased(service, tp.partition, keys)
+    erased = load_erased(service, partition, keys)
     result = service.scorer.process_batch(inputs, states, service.clock.now_ms(), erased)
     metrics.scoring_duration.observe(time.perf_counter() - started)
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)
     metrics.duplicates.inc(result.duplicates)
-    await apply_result(service, result, tp.partition, previous, records[-1].timestamp / 1000)
+    newest_s = max(records[-1].timestamp for _, records in batches) / 1000
+    await apply_result(service, result, partition, previous, newest_s)

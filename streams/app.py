@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> Service:
         broker_session_timeout=settings.group.session_timeout_s,
         broker_heartbeat_interval=settings.group.heartbeat_interval_s,
         consumer_group_instance_id=settings.group.instance_id,
+        broker_max_poll_records=settings.max_poll_records or None,
     )
     install_full_metadata(app)  # before anything creates the producer
     topics = declare_topics(app, settings)
@@ -140,17 +141,23 @@ def create_app(settings: Settings) -> Service:
     register_views(service)
     register_monitoring(service)
     if settings.consumption == "batch":
-        from agents.batch import score_batch
+        from agents.batch import score_batches
         from streams.faust_internals import install_batch_consumer
 
         identities_topic, identity_batch = settings.topics.identities, service.identity_batch
         assert identity_batch is not None
 
-        async def handle(tp: Any, records: Any) -> None:
-            if tp.topic == identities_topic:
+        async def handle(batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+            tp, records = batches[0]
+            if tp.topic == identities_topic:  # its own group: one batch
                 await identity_batch(tp, records)
             else:
-                await score_batch(service, tp, records)
+                await score_batches(service, batches)
 
-        install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle)
+        def group_of(tp: Any) -> tuple[bool, int]:
+            """Inbound batches of one partition number are scored together (their leads' states
+            live on that partition); an identity batch is handled alone."""
+            return tp.topic == identities_topic, tp.partition
+
+        install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle, group_of)
     return service

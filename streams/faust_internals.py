@@ -54,14 +54,15 @@ What it replaces, and why:
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
-BatchHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
+# Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
+BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
 # How often to ask again while the group coordinator cannot say whether this worker is a member.
 MEMBERSHIP_RETRY_S = 0.5
 
@@ -76,6 +77,8 @@ class BatchConsumer(AIOKafkaConsumer):
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
+    # The group a topic partition's batch is handled in (batches of one group go to one call).
+    group_of: Callable[[Any], Hashable] = staticmethod(lambda tp: tp)
     _in_batch: asyncio.Lock | None = None
     last_loop_at: float | None = None
 
@@ -94,8 +97,6 @@ class BatchConsumer(AIOKafkaConsumer):
         await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        handler = self.batch_handler
-        topics = self.batch_topics
         read_offset = self._read_offset
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -111,10 +112,12 @@ class BatchConsumer(AIOKafkaConsumer):
                 if self.app.consumer_generation_id != generation:
                     await self._resync(fetched)  # fetched across a completed rebalance
                     continue
+                scored: list[tuple[Any, Sequence[Any], int | None]] = []
                 for index, (tp, batch) in enumerate(fetched):
                     if not self._may_continue(generation):
                         async with self._batch_lock():  # a rebalance started: read these again
-                            await self._rewind(fetched[index:], generation)
+                            await self._rewind([*((t, b) for t, b, _ in scored), *fetched[index:]], generation)
+                        scored = []
                         break
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         async with self._batch_lock():  # paused (recovery): read these again
@@ -124,39 +127,17 @@ class BatchConsumer(AIOKafkaConsumer):
                     fresh = batch if last is None else [r for r in batch if r.offset >= last]
                     if not fresh:
                         continue
-                    if handler is not None and tp.topic in topics:
-                        async with self._batch_lock():
-                            if not self._may_continue(generation):
-                                await self._rewind(fetched[index:], generation)
-                                break
-                            await self._gap_before(tp, last, fresh)
-                            try:
-                                stopping = await self._finish(handler(tp, fresh))
-                            except MembershipLost:  # frozen past the session: another worker owns these now
-                                await self._rewind(fetched[index:], generation)
-                                dropped = True
-                            else:
-                                dropped = False
-                                moved_on = self.app.consumer_generation_id != generation
-                                if not moved_on:
-                                    self._ack_batch(tp, fresh)
-                        if dropped:  # not acked; read again, here or by the next owner, once the group settles
-                            await asyncio.sleep(MEMBERSHIP_RETRY_S)
-                            break
-                        if moved_on:  # the group reassigned partitions while this batch ran
-                            await self._resync(fetched[index:])
-                            if stopping:
-                                raise asyncio.CancelledError
-                            break
-                        if stopping:
-                            read_offset[tp] = fresh[-1].offset
-                            raise asyncio.CancelledError
-                    elif not self._restore_in_bulk(tp, fresh):
+                    if self.batch_handler is not None and tp.topic in self.batch_topics:
+                        scored.append((tp, fresh, last))
+                        continue
+                    if not self._restore_in_bulk(tp, fresh):
                         await self._stock_path(tp, fresh, last)
                     read_offset[tp] = fresh[-1].offset
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
+                if scored:
+                    await self._score_fetched(scored, generation)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -165,6 +146,58 @@ class BatchConsumer(AIOKafkaConsumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    async def _score_fetched(self, scored: Sequence[tuple[Any, Sequence[Any], int | None]], generation: int) -> None:
+        """Hand the batches of one fetch to the handler at once, one task per group (``group_of``),
+        and ack the batches of each group that completed. The groups' CPU work still runs one
+        after the other, but their broker round trips (outputs, then changelog) overlap instead
+        of adding up: the producer sends what every group has ready in one request."""
+        handler = self.batch_handler
+        assert handler is not None
+        batches = [(tp, fresh) for tp, fresh, _ in scored]
+        groups: dict[Hashable, list[tuple[Any, Sequence[Any]]]] = {}
+        for tp, fresh in batches:
+            groups.setdefault(self.group_of(tp), []).append((tp, fresh))
+        async with self._batch_lock():
+            if not self._may_continue(generation):
+                await self._rewind(batches, generation)
+                return
+            for tp, fresh, last in scored:
+                await self._gap_before(tp, last, fresh)
+            outcomes, stopping = await self._run_all([handler(group) for group in groups.values()])
+            moved_on = self.app.consumer_generation_id != generation
+            lost = [b for group, o in zip(groups.values(), outcomes, strict=True) if o is not None for b in group]
+            if not moved_on:
+                for group, outcome in zip(groups.values(), outcomes, strict=True):
+                    for tp, fresh in group if outcome is None else ():
+                        self._ack_batch(tp, fresh)
+                        self._read_offset[tp] = fresh[-1].offset
+            if lost and not moved_on:  # not acked: read again, here or by the next owner
+                await self._rewind(lost, generation)
+        if moved_on:  # the group reassigned partitions while these batches ran
+            await self._resync(batches)
+        failures = [o for o in outcomes if o is not None and not isinstance(o, MembershipLost)]
+        if failures:
+            raise failures[0]  # e.g. the dead-letter topic refusing records while stopping
+        if stopping:
+            raise asyncio.CancelledError
+        if lost:  # frozen past the session: another worker owns these now
+            await asyncio.sleep(MEMBERSHIP_RETRY_S)
+
+    @staticmethod
+    async def _run_all(work: Sequence[Awaitable[None]]) -> tuple[list[BaseException | None], bool]:
+        """Run batches concurrently to their end, even when the worker is stopping (a batch cut in
+        half would have sent its MQL events but not written the states that record them); return
+        each batch's exception (None if it completed) and whether the worker is stopping."""
+        tasks = [asyncio.ensure_future(w) for w in work]
+        everything = asyncio.gather(*tasks, return_exceptions=True)
+        stopping = False
+        try:
+            results = await asyncio.shield(everything)
+        except asyncio.CancelledError:
+            stopping = True
+            results = await everything
+        return [r if isinstance(r, BaseException) else None for r in results], stopping
 
     def _may_continue(self, generation: int) -> bool:
         return bool(self.flow_active) and self.app.consumer_generation_id == generation
@@ -195,18 +228,6 @@ class BatchConsumer(AIOKafkaConsumer):
                 if target is None:  # no committed offset (or the recovery's seek is still to come)
                     target = batch[0].offset
                 await self.seek(tp, target)
-
-    @staticmethod
-    async def _finish(work: Awaitable[None]) -> bool:
-        """Run a batch to its end even when the worker is stopping (a batch cut in half would have
-        sent its MQL events but not written the states that record them); True if stopping."""
-        task = asyncio.ensure_future(work)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            return True
-        return False
 
     async def _gap_before(self, tp: Any, last: int | None, batch: Sequence[Any]) -> None:
         """Tell Faust's bookkeeping about offsets that will never come (compaction, markers)."""
@@ -366,8 +387,11 @@ def install_full_metadata(app: Any) -> None:
     app._new_producer = new_producer
 
 
-def install_batch_consumer(app: Any, topics: Iterable[str], handler: BatchHandler) -> None:
-    """Make ``app`` consume ``topics`` in batches through ``handler(tp, records)``."""
+def install_batch_consumer(
+    app: Any, topics: Iterable[str], handler: BatchHandler, group_of: Callable[[Any], Hashable] | None = None
+) -> None:
+    """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...])``, the
+    batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone)."""
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
@@ -381,6 +405,8 @@ def install_batch_consumer(app: Any, topics: Iterable[str], handler: BatchHandle
         )
         consumer.batch_topics = batch_topics
         consumer.batch_handler = handler
+        if group_of is not None:
+            consumer.group_of = group_of
         return consumer
 
     app._new_consumer = new_consumer

@@ -290,6 +290,8 @@ class Settings:
     # "batch": each fetched batch of an inbound partition is scored at once (production);
     # "agent": one record at a time through the Faust agent (the reference path).
     consumption: str = "batch"
+    # The most records one poll hands to the scoring path, over all partitions; 0: all fetched.
+    max_poll_records: int = 0
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
@@ -368,6 +370,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         clock_epoch_ms=clock_epoch_ms,
         log_level=text("LOG_LEVEL", defaults.log_level),
         consumption=consumption,
+        max_poll_records=int(_number(env, "MAX_POLL_RECORDS", defaults.max_poll_records, 0)),
         identity=_identity_settings(env),
         security=_kafka_security(env),
         collector=_collector_settings(env),

@@ -158,7 +158,7 @@ def test_kill_minus_nine_mid_stream_then_restart(
     data = synthetic_input(names, 1500)
     create_topics(bootstrap, names)
     run(produce(bootstrap, data))
-    worker = worker_factory(0)
+    worker = worker_factory(0, LEADSCORE_MAX_POLL_RECORDS="500")  # else one poll may hold all the input
     deadline = time.monotonic() + 120
     while (consumed := worker.metric("leadscore_events_consumed_total")) < len(
         data

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
+from streams.partitioner import key_partition
 from streams.settings import TopicNames
 from streams.synthetic import DAY_MS, TimedEvent, history, journey, lead_id_for
 
@@ -49,7 +49,7 @@ class CatchUpInput:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key, as the Java client and aiokafka place keys)."""
-    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
+    return key_partition(key, partitions)
 
 
 def topic_of(topics: TopicNames) -> dict[EventKind, str]:

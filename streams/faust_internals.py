@@ -57,9 +57,10 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
+
+from streams.partitioner import key_partition
 
 # Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
 BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
@@ -476,9 +477,10 @@ async def send_keyed(app: Any, messages: Mapping[str, Sequence[tuple[bytes, byte
         if not records:
             continue
         await producer.client._wait_on_metadata(topic)
+        partitions = len(producer.client.cluster.partitions_for_topic(topic))
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, value in records:
-            partition = producer._partition(topic, None, None, None, key, value)
+            partition = key_partition(key, partitions)  # as producer._partition would, faster
             by_partition.setdefault(partition, []).append((key, value))
         for partition, items in by_partition.items():
             sent += await _send_to_partition(producer, topic, partition, items)
@@ -526,11 +528,6 @@ def write_store(table: Any, partition: int, items: Sequence[tuple[bytes, bytes |
                 store.data.pop(key, None)
             else:
                 store.data[key] = value
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def partition_items(table: Any, partition: int, partitions: int) -> Iterator[tuple[bytes, bytes]]:

@@ -17,7 +17,7 @@ from scoring.identity import DAY_MS, IdentityConfig, visit_message
 from scoring.identity_sweep import SWEEP_KEY, sweep_message
 from streams import faust_internals
 from streams.app import Service, create_app
-from streams.faust_internals import key_partition
+from streams.partitioner import key_partition
 from streams.settings import Settings
 from tests.agents.test_scoring_agent import resolved
 

@@ -23,6 +23,7 @@ _FIT_MEMO_SIZE = 4096
 _MATCH_MEMO_SIZE = 16384
 _LN2 = math.log(2)
 _KIND_NAMES = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
+_SCORED = frozenset(SCORED_KINDS)
 
 
 class InputRecord(NamedTuple):
@@ -106,12 +107,17 @@ class Scorer:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self._fit_memo: dict[tuple[tuple[str, str | int], ...], float] = {}
+        # Fit, memoised in two steps: per attribute, value -> the bit mask of the fit rules it
+        # matches; then the mask of all attributes -> fit (a handful of masks ever occur).
+        attributes = dict.fromkeys(rule.attribute for rule in rules.fit_rules)
+        self._fit_masks: tuple[tuple[str, dict[str | int, int]], ...] = tuple((name, {}) for name in attributes)
+        self._fit_of_mask: dict[int, float] = {}
         # Per kind, the event attributes its engagement rules read; and what matched, by them.
         self._match_fields: dict[EventKind, tuple[str, ...]] = {
             kind: _fields_read(kind_rules) for kind, kind_rules in rules.by_kind.items()
         }
         self._match_memo: dict[tuple[object, ...], tuple[EngagementRule, ...]] = {}
+        self._rule_ids = frozenset(rules.by_id)
 
     # -- the score at an instant -------------------------------------------------------------
 
@@ -126,6 +132,8 @@ class Scorer:
         by_id = self.rules.by_id
         values = state.values
         if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
+            if values.keys() <= self._rule_ids:  # the same values, in the same order, without a filter
+                return sum(values.values())
             return sum([value for rule_id, value in values.items() if rule_id in by_id])
         total = 0.0
         elapsed = at_ms - state.ref_ms
@@ -137,21 +145,41 @@ class Scorer:
 
     def _fit_total(self, state: LeadState) -> float:
         # Fit depends only on the profile, which changes rarely: kept on the state with the
-        # profile it came from (a dict comparison), and memoised by content across states.
+        # profile it came from (a dict comparison), else built from memoised per-attribute matches.
         profile = state.profile
         memo = state.fit_memo
         if memo is not None and memo[0] is self.rules and memo[1] == profile:
             return memo[2]
-        key = tuple(sorted(profile.items()))
-        fit = self._fit_memo.get(key)
+        mask = 0
+        for attribute, masks in self._fit_masks:
+            value = profile.get(attribute)
+            if value is not None:
+                found = masks.get(value)
+                if found is None:
+                    found = self._value_mask(attribute, value, masks)
+                mask |= found
+        fit = self._fit_of_mask.get(mask)
         if fit is None:
-            raw = sum(row.points for row in self._fit_rows(state))
-            fit = min(max(raw, self.rules.fit_min), self.rules.fit_max)
-            if len(self._fit_memo) >= _FIT_MEMO_SIZE:
-                self._fit_memo.clear()
-            self._fit_memo[key] = fit
+            fit = self._fit_of_mask[mask] = self._mask_fit(mask)
         state.fit_memo = (self.rules, dict(profile), fit)
         return fit
+
+    def _value_mask(self, attribute: str, value: str | int, masks: dict[str | int, int]) -> int:
+        """The bit mask (bit i for ``fit_rules[i]``) of the fit rules on ``attribute`` that ``value`` matches."""
+        mask = 0
+        for i, rule in enumerate(self.rules.fit_rules):
+            if rule.attribute == attribute and rule.matches(value):
+                mask |= 1 << i
+        if len(masks) >= _FIT_MEMO_SIZE:
+            masks.clear()
+        masks[value] = mask
+        return mask
+
+    def _mask_fit(self, mask: int) -> float:
+        """The fit of the rules in ``mask``: their points summed in rule order, then clamped."""
+        rules = self.rules
+        raw = sum(rule.points for i, rule in enumerate(rules.fit_rules) if mask >> i & 1)
+        return min(max(raw, rules.fit_min), rules.fit_max)
 
     def _total(self, state: LeadState, at_ms: int) -> float:
         rules = self.rules
@@ -267,18 +295,21 @@ class Scorer:
         by_id = self.rules.by_id
         elapsed = to_ms - state.ref_ms
         values = state.values
-        for rule_id, value in list(values.items()):
+        unknown: list[str] = []
+        for rule_id, value in values.items():  # values change in place, keys only after the loop
             rule = by_id.get(rule_id)
             if rule is None:
-                del values[rule_id]
+                unknown.append(rule_id)
             else:
                 values[rule_id] = value * 2.0 ** (-elapsed / rule.half_life_ms)  # decay_factor, inlined
+        for rule_id in unknown:
+            del values[rule_id]
         state.ref_ms = to_ms
 
     def _matching(self, kind: EventKind, attrs: Mapping[str, object]) -> tuple[EngagementRule, ...]:
         """The engagement rules of ``kind`` that an event's attributes match, memoised by the
         attributes the rules read (pages and campaigns repeat)."""
-        key = (kind, *[attrs.get(name) for name in self._match_fields[kind]])
+        key = (kind, *map(attrs.get, self._match_fields[kind]))
         found = self._match_memo.get(key)
         if found is None:
             found = tuple(rule for rule in self.rules.by_kind[kind] if rule.matches(attrs))
@@ -293,23 +324,27 @@ class Scorer:
         A cap counts the earliest N events of each fixed window, so that the score does not
         depend on the order in which events arrive.
         """
+        rule_id = rule.id
         contribution = rule.points * 2.0 ** (-(state.ref_ms - at_ms) / rule.half_life_ms)  # decay_factor
         if state.resets:  # else the reset factor is 1.0
             contribution *= reset_factor(state, at_ms)
-        if rule.cap is not None:
-            window = f"{rule.id}@{at_ms // rule.cap.window_ms}"
+        cap = rule.cap
+        counts = state.counts
+        if cap is not None:
+            window = f"{rule_id}@{at_ms // cap.window_ms}"
             counted = state.cap_windows.setdefault(window, [])
-            if len(counted) >= rule.cap.count:
+            if len(counted) >= cap.count:
                 if at_ms >= counted[-1]:
                     return False
                 evicted = counted.pop()
                 contribution -= (
                     rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms) * reset_factor(state, evicted)
                 )
-                state.counts[rule.id] -= 1
+                counts[rule_id] -= 1
             bisect.insort(counted, at_ms)
-        state.values[rule.id] = state.values.get(rule.id, 0.0) + contribution
-        state.counts[rule.id] = state.counts.get(rule.id, 0) + 1
+        values = state.values
+        values[rule_id] = values.get(rule_id, 0.0) + contribution
+        counts[rule_id] = counts.get(rule_id, 0) + 1
         return True
 
     def _forget_old(self, state: LeadState) -> None:
@@ -337,6 +372,11 @@ class Scorer:
         raises :class:`InvalidEvent` for an event that is too far in the future or too late to
         be counted exactly once.
         """
+        outputs: list[object] = []
+        return self._apply(state, event, now_ms, outputs), outputs
+
+    def _apply(self, state: LeadState, event: Event, now_ms: int, outputs: list[object]) -> int:
+        """:meth:`apply`, appending what the event caused to ``outputs``; returns the count."""
         rules = self.rules
         occurred = event.occurred_at
         if occurred > now_ms + rules.max_future_skew_ms:
@@ -345,8 +385,8 @@ class Scorer:
         if occurred <= state.seen_floor or (last is not None and occurred < last - rules.late_window_ms):
             raise InvalidEvent("too_late", "occurred_at is older than the late window of this lead's latest event")
         at = occurred if last is None or occurred > last else last
-        outputs: list[object] = []
-        if state.due_at is not None and state.due_at <= at:  # else settle has nothing to do
+        due = state.due_at
+        if due is not None and due <= at:  # else settle has nothing to do
             self._settle_into(state, at, outputs)
         kind = event.kind
         feedback = kind is EventKind.SALES_FEEDBACK
@@ -354,32 +394,36 @@ class Scorer:
             refusal = self._feedback(state, event, at, outputs)
             if refusal is not None:
                 outputs.append(refusal)  # the state keeps no trace of a refused event
-                return 0, outputs
+                return 0
 
         state.seen[event.event_id] = occurred
         state.last_event_at = at
         counted = 0
         if kind is EventKind.LEAD_PROFILE:
+            profile, profile_at = state.profile, state.profile_at
             for name, value in event.attrs.items():
-                if state.profile_at.get(name, -1) <= occurred:
-                    state.profile[name] = value
-                    state.profile_at[name] = occurred
-        elif kind in SCORED_KINDS:
+                if profile_at.get(name, -1) <= occurred:
+                    profile[name] = value
+                    profile_at[name] = occurred
+        elif kind in _SCORED:
             if at > state.ref_ms:
                 self._rebase(state, at)
-            for rule in self._matching(kind, event.attrs):
+            attrs = event.attrs
+            for rule in self._matching(kind, attrs):
                 counted += self._count(state, rule, occurred)
             if kind is EventKind.WEB_VISIT and (state.source_at is None or occurred < state.source_at):
-                state.source, state.source_at = first_touch(event.attrs), occurred
-        if not feedback and (state.first_event_at is None or occurred < state.first_event_at):
-            state.first_event_at = occurred
+                state.source, state.source_at = first_touch(attrs), occurred
+        if not feedback:
+            first = state.first_event_at
+            if first is None or occurred < first:
+                state.first_event_at = occurred
         if state.resets or len(state.seen) > rules.max_tracked_events:  # else nothing to forget
             self._forget_old(state)
         if not feedback:  # sales feedback never qualifies a lead by itself
             self._decide(state, event, at, outputs)
         if state.stage in DECAYING:
             state.due_at = self.due_at(state, at)
-        return counted, outputs
+        return counted
 
     def _settle_into(self, state: LeadState, at: int, outputs: list[object]) -> None:
         nurtured = self.settle(state, at)
@@ -390,7 +434,8 @@ class Scorer:
     def _decide(self, state: LeadState, event: Event, at: int, outputs: list[object]) -> None:
         """Cross to MQL, or back to nurture on a negative signal, on the score as reported."""
         rules = self.rules
-        total = round(self._total(state, at), 2)
+        engagement = self._engagement_total(state, at)  # self._total, inlined
+        total = round(self._fit_total(state) + min(max(engagement, rules.engagement_min), rules.engagement_max), 2)
         before = state.stage
         if before in QUALIFIABLE and total >= rules.mql_threshold:
             state.stage = Stage.MQL
@@ -463,58 +508,72 @@ class Scorer:
         result = BatchResult()
         changed = result.states
         marks = result.erased
+        deleted = result.deleted
+        anonymous = result.anonymous
+        dead_letters = result.dead_letters
+        events_by_kind = result.events_by_kind
+        known_marks = erased or {}
+        apply = self._apply
+        outputs: list[object] = []
+        scored = duplicates = capped = 0
         for record in records:
+            kind = record.kind
             try:
-                if record.kind is None:
+                if kind is None:
                     raise InvalidEvent("unknown_topic", f"no event kind for topic {record.topic!r}")
-                event = decode_event(record.kind, record.key, record.value)
-                if event.anonymous:  # no lead yet: the identity agent holds it until one is known
-                    result.anonymous.append(record)
+                event = decode_event(kind, record.key, record.value)
+                lead_id = event.lead_id
+                if not lead_id:  # anonymous: no lead yet, the identity agent holds it until one is known
+                    anonymous.append(record)
                     continue
-                mark = marks.get(event.lead_id) or (erased or {}).get(event.lead_id)
-                state = changed.get(event.lead_id)
-                if state is None and event.lead_id not in result.deleted:
-                    state = states.get(event.lead_id)
-                if event.kind is EventKind.ERASURE:
+                mark = marks.get(lead_id) or known_marks.get(lead_id)
+                state = changed.get(lead_id)
+                if state is None and lead_id not in deleted:
+                    state = states.get(lead_id)
+                if kind is EventKind.ERASURE:
                     self._erase(result, event, mark, state, now_ms)
                     continue
                 if mark is not None and event.occurred_at <= mark.at:
                     result.erased_dropped += 1  # not dead-lettered: that topic would keep the data
                     continue
                 if state is None:
-                    state = LeadState(lead_id=event.lead_id, crossings=mark.crossings if mark else 0)
+                    state = LeadState(lead_id=lead_id, crossings=mark.crossings if mark else 0)
                 if event.event_id in state.seen:
-                    result.duplicates += 1
+                    duplicates += 1
                     continue
-                counted, outputs = self.apply(state, event, now_ms)
+                if outputs:
+                    outputs = []
+                counted = apply(state, event, now_ms, outputs)
             except InvalidEvent as exc:
-                result.dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
+                dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue
             except Exception as exc:  # a bug must not lose the record: dead-letter it
-                result.dead_letters.append(
-                    _dead_letter(record, "scoring_error", f"{type(exc).__name__}: {str(exc)[:200]}")
-                )
+                dead_letters.append(_dead_letter(record, "scoring_error", f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
-            refused = [o for o in outputs if isinstance(o, Refusal)] if outputs else None
-            if refused:
-                result.dead_letters.append(_dead_letter(record, "invalid_transition", refused[0].detail))
-                if len(outputs) > 1:  # the decay settled before the refusal still happened
-                    changed[event.lead_id] = state
-                    _collect(result, outputs)
-                continue
-            changed[event.lead_id] = state
-            result.scored += 1
-            name = _KIND_NAMES[event.kind]
-            result.events_by_kind[name] = result.events_by_kind.get(name, 0) + 1
-            if event.kind in SCORED_KINDS and counted == 0:
-                result.capped += 1
-            if event.kind is EventKind.SALES_FEEDBACK:
+            if outputs:
+                refused = [o for o in outputs if isinstance(o, Refusal)]
+                if refused:
+                    dead_letters.append(_dead_letter(record, "invalid_transition", refused[0].detail))
+                    if len(outputs) > 1:  # the decay settled before the refusal still happened
+                        changed[lead_id] = state
+                        _collect(result, outputs)
+                    continue
+            changed[lead_id] = state
+            scored += 1
+            name = _KIND_NAMES[kind]
+            events_by_kind[name] = events_by_kind.get(name, 0) + 1
+            if counted == 0 and kind in _SCORED:
+                capped += 1
+            elif kind is EventKind.SALES_FEEDBACK:
                 outcome = str(event.attrs["outcome"])
                 result.feedback[outcome] = result.feedback.get(outcome, 0) + 1
             if event.email_hash is not None:
-                result.email_links.append((event.email_hash, event.lead_id, event.occurred_at))
+                result.email_links.append((event.email_hash, lead_id, event.occurred_at))
             if outputs:
                 _collect(result, outputs)
+        result.scored = scored
+        result.duplicates = duplicates
+        result.capped = capped
         return result
 
     def _erase(

@@ -88,6 +88,7 @@ _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096
 MAX_EVENT_BYTES = 65536
+_MAX_EPOCH_MS = 10**14
 # Per kind, what _attrs checks for each field: (name, accepted types, required, allowed values).
 _CHECKS: Mapping[EventKind, tuple[tuple[str, tuple[type, ...], bool, frozenset[str] | None], ...]] = {
     kind: tuple((name, types, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items())
@@ -168,7 +169,7 @@ def occurred_at_field(payload: Mapping[str, Any]) -> int:
             "field 'occurred_at' must be an RFC 3339 string with a zone or epoch milliseconds",
         )
     if isinstance(value, int):
-        if not 0 <= value < 10**14:
+        if not 0 <= value < _MAX_EPOCH_MS:
             raise InvalidEvent("timestamp_out_of_range", f"occurred_at {value} is not epoch milliseconds")
         return value
     try:
@@ -203,8 +204,9 @@ def _split_path(url: str) -> str:
 
 def _attrs(kind: EventKind, payload: Mapping[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
+    get = payload.get
     for name, types, required, allowed in _CHECKS[kind]:
-        value = payload.get(name)
+        value = get(name)
         if value is None:
             if required:
                 raise InvalidEvent("missing_field", f"field '{name}' is missing")
@@ -243,19 +245,34 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
         raise InvalidEvent("missing_field", "the record has no value")
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"the value has {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
-    payload = json_object(value)
-    if kind is EventKind.WEB_VISIT and payload.get("lead_id") is None and payload.get("anonymous_id") is not None:
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        payload = None
+    if type(payload) is not dict:
+        payload = json_object(value)  # raises why it is not a JSON object
+    lead_id = payload.get("lead_id")
+    if kind is EventKind.WEB_VISIT and lead_id is None and payload.get("anonymous_id") is not None:
         return _anonymous_visit(key, payload)
     if kind is EventKind.ERASURE:
         payload = {**payload, "occurred_at": payload.get("requested_at")}  # when the erasure was asked
         if payload["occurred_at"] is None:
             raise InvalidEvent("missing_field", "field 'requested_at' is missing")
-    lead_id = text_field(payload, "lead_id", MAX_ID_LENGTH)
-    key_text = key_field(key)
+    # The checks of text_field, key_field and occurred_at_field, which raise on the uncommon paths.
+    if type(lead_id) is not str or not lead_id or len(lead_id) > MAX_ID_LENGTH:
+        lead_id = text_field(payload, "lead_id", MAX_ID_LENGTH)
+    try:
+        key_text = key.decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_utf8", "the record key is not UTF-8") from None
     if key_text != lead_id:
         raise InvalidEvent("key_mismatch", "the record key differs from the event's lead_id")
-    event_id = text_field(payload, "event_id", MAX_ID_LENGTH)
-    occurred_at = occurred_at_field(payload)
+    event_id = payload.get("event_id")
+    if type(event_id) is not str or not event_id or len(event_id) > MAX_ID_LENGTH:
+        event_id = text_field(payload, "event_id", MAX_ID_LENGTH)
+    occurred_at = payload.get("occurred_at")
+    if type(occurred_at) is not int or not 0 <= occurred_at < _MAX_EPOCH_MS:
+        occurred_at = occurred_at_field(payload)
     attrs = _attrs(kind, payload)
     email = payload.get("email") if kind is EventKind.LEAD_PROFILE else None  # a string: _attrs checked it
     return Event(kind, event_id, lead_id, occurred_at, attrs, None if email is None else email_hash(email))

@@ -136,6 +136,13 @@ class Metrics:
         self.dead_letter_retries = Counter(
             "leadscore_dead_letter_retries", "Attempts to send dead letters that the broker refused.", registry=r
         )
+        self.gc_pauses = Histogram(
+            "leadscore_gc_pause_seconds",
+            "Garbage-collector pauses (every partition of the worker waits), by generation.",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.erasures = Counter("leadscore_erasures", "Erasure requests applied (lead state deleted).", registry=r)
         self.erased_events_dropped = Counter(
             "leadscore_erased_events_dropped",

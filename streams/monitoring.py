@@ -4,6 +4,7 @@ import time
 from typing import TYPE_CHECKING
 
 from streams.faust_internals import committed_offset, highwater
+from streams.gc_pauses import collect_fully
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -34,6 +35,12 @@ def register_monitoring(service: "Service") -> None:
     @app.timer(interval=LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         update_lag(service)
+
+    if service.settings.gc_full_interval_s > 0:
+
+        @app.timer(interval=service.settings.gc_full_interval_s)  # type: ignore[untyped-decorator]
+        async def full_collection() -> None:
+            collect_fully()  # the only full collection: automatic ones are off (streams/gc_pauses.py)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(sender: object, assigned: object, **_: object) -> None:

@@ -15,7 +15,6 @@ from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
 from streams.faust_internals import install_full_metadata
-from streams.gc_pauses import defer_full_collections, time_pauses
 from streams.kafka_clients import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -138,8 +137,6 @@ def create_app(settings: Settings) -> Service:
     from streams.monitoring import register_monitoring
     from streams.web import register_views
 
-    time_pauses(service.metrics.gc_pauses)
-    defer_full_collections(settings.gc_full_interval_s)
     register_agents(service)
     register_views(service)
     register_monitoring(service)

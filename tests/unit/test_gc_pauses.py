@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from streams import gc_pauses
-from streams.gc_pauses import collect_fully, defer_full_collections, time_pauses
+from streams.gc_pauses import YOUNG_THRESHOLD, collect_fully, configure, time_pauses
 
 pytestmark = pytest.mark.unit
 
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.unit
 def restored_gc() -> Iterator[None]:
     thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
     yield
+    gc.unfreeze()
     gc.set_threshold(*thresholds)
     gc.callbacks[:] = callbacks
 
@@ -44,20 +45,25 @@ def test_a_long_pause_is_logged_without_personal_data(
 
 
 def test_deferred_full_collections_never_run_by_themselves(restored_gc: None) -> None:
-    gc.set_threshold(700, 10, 10)
-    defer_full_collections(600)
-    assert gc.get_threshold()[:2] == (700, 10)
+    configure(600)
+    assert gc.get_threshold()[:2] == (YOUNG_THRESHOLD, 10)
     assert gc.get_threshold()[2] >= 1 << 30
 
 
-def test_interval_zero_keeps_pythons_automatic_collections(restored_gc: None) -> None:
-    gc.set_threshold(700, 10, 10)
-    defer_full_collections(0)
-    assert gc.get_threshold() == (700, 10, 10)
+def test_interval_zero_keeps_automatic_full_collections(restored_gc: None) -> None:
+    configure(0)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
+
+
+def test_start_up_objects_are_frozen(restored_gc: None) -> None:
+    before = object()
+    configure(600)
+    assert gc.get_freeze_count() > 0
+    assert not any(o is before for o in gc.get_objects())  # frozen objects are not scanned
 
 
 def test_a_full_collection_frees_reference_cycles(restored_gc: None) -> None:
-    defer_full_collections(600)
+    configure(600)
     for _ in range(100):
         cycle: list[object] = []
         cycle.append(cycle)

@@ -364,19 +364,13 @@ class Scorer:
         for window in [w for w in state.cap_windows if max(state.cap_windows[w]) <= cut]:
             del state.cap_windows[window]
 
-    def apply(self, state: LeadState, event: Event, now_ms: int) -> tuple[int, list[object]]:
-        """Apply one event to its lead's state.
-
-        Returns (number of engagement rules counted, what it caused: MQL and nurture events,
-        stage transitions, and a refusal for sales feedback the lead's stage does not allow);
-        raises :class:`InvalidEvent` for an event that is too far in the future or too late to
-        be counted exactly once.
-        """
-        outputs: list[object] = []
-        return self._apply(state, event, now_ms, outputs), outputs
-
     def _apply(self, state: LeadState, event: Event, now_ms: int, outputs: list[object]) -> int:
-        """:meth:`apply`, appending what the event caused to ``outputs``; returns the count."""
+        """Apply one event to its lead's state; return the number of engagement rules counted.
+
+        Appends what it caused to ``outputs``: MQL and nurture events, stage transitions, and a
+        refusal for sales feedback the lead's stage does not allow. Raises :class:`InvalidEvent`
+        for an event that is too far in the future or too late to be counted exactly once.
+        """
         rules = self.rules
         occurred = event.occurred_at
         if occurred > now_ms + rules.max_future_skew_ms:

@@ -5,7 +5,7 @@ Docker engine answers, else the project's own local broker (started here if need
 """
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,10 +39,26 @@ def names() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test shows the warnings and the last lines of each worker's log it started."""
+    report = yield
+    workers: list[WorkerProcess] = getattr(item, "leadscore_workers", [])
+    if report.failed and report.when == "call":
+        for index, worker in enumerate(workers):
+            report.sections.append((f"worker {index} log ({worker.log_path})", worker.log_digest()))
+    return report
+
+
 @pytest.fixture
-def worker_factory(bootstrap: str, names: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def worker_factory(
+    bootstrap: str, names: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers of one app (same topics, same consumer group); stopped after the test."""
     started: list[WorkerProcess] = []
+    request.node.leadscore_workers = started
 
     def start(index: int = 0, wait_ready: bool = True, **env: str) -> WorkerProcess:
         base = {

@@ -70,8 +70,9 @@ async def read_all(bootstrap: str, topics: list[str]) -> list[Received]:
         await consumer.stop()
 
 
-async def fully_consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
-    """Whether the group committed every partition of the topics up to its end."""
+async def unconsumed(bootstrap: str, group: str, topics: list[str]) -> list[str]:
+    """The partitions of the topics the group has not committed up to their end, as
+    ``topic[partition] committed/end``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
@@ -82,7 +83,11 @@ async def fully_consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
         partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
         assert len({tp.topic for tp in partitions}) == len(topics), described
         ends = await consumer.end_offsets(partitions)
-        return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
+        return [
+            f"{tp.topic}[{tp.partition}] {committed[tp].offset if tp in committed else None}/{end}"
+            for tp, end in sorted(ends.items())
+            if end and (tp not in committed or committed[tp].offset < end)
+        ]
     finally:
         await consumer.stop()
         await admin.close()
@@ -90,11 +95,13 @@ async def fully_consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
 
 def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if asyncio.run(fully_consumed(bootstrap, group, topics)):
+    while True:
+        behind = asyncio.run(unconsumed(bootstrap, group, topics))
+        if not behind:
             return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"group {group} did not consume to the end in {timeout_s} s: {behind}")
         time.sleep(1)
-    raise AssertionError(f"group {group} did not consume {topics} to the end in {timeout_s} s")
 
 
 def replay(scorer: Scorer, records: list[Received], kinds: dict[str, object]) -> dict[str, LeadState]:

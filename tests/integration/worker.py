@@ -83,6 +83,13 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def log_digest(self, warnings: int = 40, tail: int = 30) -> str:
+        """The log's last warning and error lines, then its last lines: what a failure report shows."""
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        levels = ('"level":"warn', '"level":"error', '"level":"crit', "WARN", "ERROR", "CRIT", "Traceback")
+        flagged = [line for line in lines if any(level in line for level in levels)]
+        return "\n".join(["-- warnings and errors:", *flagged[-warnings:], "-- last lines:", *lines[-tail:]])
+
     def metric(self, name: str, labels: str = "") -> float:
         """The value of one sample of the worker's /metrics (0 when absent)."""
         status, text = self.get("/metrics")

@@ -53,6 +53,7 @@ What it replaces, and why:
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -66,6 +67,8 @@ from streams.partitioner import key_partition
 BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
 # How often to ask again while the group coordinator cannot say whether this worker is a member.
 MEMBERSHIP_RETRY_S = 0.5
+
+logger = logging.getLogger(__name__)
 
 
 class MembershipLost(Exception):
@@ -96,6 +99,17 @@ class BatchConsumer(AIOKafkaConsumer):
         async with self._batch_lock():
             pass
         await super().wait_empty()
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Start the new assignment from a clean slate: Faust forgets a partition's acked offsets,
+        gaps, read and committed offsets when it is revoked, but a batch that finished while the
+        revocation waited for it, or a commit that failed then (Faust records a failed commit's
+        offset as committed), writes them again after that. Left in place, such entries made the
+        next owner skip records or wait forever for offsets it never reads. The recovery's seek
+        to the committed offsets then sets them afresh."""
+        for bookkeeping in (self._acked, self._acked_index, self._gap, self._read_offset, self._committed_offset):
+            bookkeeping.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         read_offset = self._read_offset
@@ -183,6 +197,11 @@ class BatchConsumer(AIOKafkaConsumer):
         if stopping:
             raise asyncio.CancelledError
         if lost:  # frozen past the session: another worker owns these now
+            logger.warning(
+                "membership lost: %d batches not acked (%s), read again by this worker or the next owner",
+                len(lost),
+                ", ".join(f"{tp.topic}[{tp.partition}]@{batch[0].offset}" for tp, batch in lost),
+            )
             await asyncio.sleep(MEMBERSHIP_RETRY_S)
 
     @staticmethod
@@ -228,6 +247,15 @@ class BatchConsumer(AIOKafkaConsumer):
                 target = self._read_offset.get(tp)
                 if target is None:  # no committed offset (or the recovery's seek is still to come)
                     target = batch[0].offset
+                logger.warning(
+                    "dropped %d records of %s[%d] (offsets %d-%d) fetched before a rebalance; reading on at offset %d",
+                    len(batch),
+                    tp.topic,
+                    tp.partition,
+                    batch[0].offset,
+                    batch[-1].offset,
+                    target,
+                )
                 await self.seek(tp, target)
 
     async def _gap_before(self, tp: Any, last: int | None, batch: Sequence[Any]) -> None:

@@ -118,3 +118,30 @@ async def test_nothing_is_acked_when_the_group_moved_on_meanwhile() -> None:
     await c._score_fetched([(visits0, records(0, 4, 3), None)], GENERATION)
     assert c._acked[visits0] == []
     assert c.sought == [("visits", 0, 4)]
+
+
+async def test_a_new_assignment_starts_without_the_bookkeeping_written_after_the_revocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen_by_faust: list[dict[str, int]] = []
+
+    async def faust_assignment(self: Any, assigned: set[TP], generation_id: int = 0) -> None:
+        seen_by_faust.append(
+            {name: len(getattr(self, name)) for name in ("_acked", "_read_offset", "_committed_offset")}
+        )
+
+    monkeypatch.setattr(BatchConsumer.__mro__[1], "on_partitions_assigned", faust_assignment)
+    c = consumer(None)
+    c._gap = defaultdict(list)
+    revoked = tp("visits", 2)
+    # what a batch finishing while the revocation waited for it, and a failed commit, leave behind:
+    c._ack_batch(revoked, records(2, 40, 3))
+    c._read_offset[revoked] = 42
+    c._committed_offset[revoked] = 43
+    assert c._acked[revoked] == [40, 41, 42]
+
+    await c.on_partitions_assigned({revoked}, GENERATION + 1)
+
+    assert seen_by_faust == [{"_acked": 0, "_read_offset": 0, "_committed_offset": 0}]
+    assert c._acked_index == {}
+    assert c._gap == {}

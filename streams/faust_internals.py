@@ -40,6 +40,10 @@ What it replaces, and why:
   half the session timeout ago succeeded in the current generation (timed by wrapping the
   coordinator's ``_do_heartbeat``), else it asks the coordinator with a heartbeat of its own and
   raises :class:`MembershipLost` when the member is gone; the batch is then dropped, not acked.
+- **Offset bookkeeping across a rebalance.** Faust drops a revoked partition's acked, read and
+  committed offsets before the revocation waits for the batch under way; the batch's acks, or a
+  commit failing meanwhile (Faust records its offset as committed even then), write them again.
+  :meth:`BatchConsumer.on_partitions_assigned` clears them before the new assignment's seek.
 - **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
   all topics until it tracks one (``add_topic``, called when a send finds its topic missing, as
   for a changelog Faust has just created), and from then on of the tracked topics only. A batch

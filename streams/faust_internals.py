@@ -251,7 +251,8 @@ class BatchConsumer(AIOKafkaConsumer):
                 target = self._read_offset.get(tp)
                 if target is None:  # no committed offset (or the recovery's seek is still to come)
                     target = batch[0].offset
-                logger.warning(
+                logger.log(
+                    logging.WARNING if tp.topic in self.batch_topics else logging.INFO,
                     "dropped %d records of %s[%d] (offsets %d-%d) fetched before a rebalance; reading on at offset %d",
                     len(batch),
                     tp.topic,

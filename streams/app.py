@@ -160,4 +160,8 @@ def create_app(settings: Settings) -> Service:
             return tp.topic == identities_topic, tp.partition
 
         install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle, group_of)
+    else:
+        from streams.faust_internals import install_clean_assignment
+
+        install_clean_assignment(app)
     return service

@@ -80,7 +80,22 @@ class MembershipLost(Exception):
     overwrite what the partition's next owner wrote (see :func:`confirm_membership`)."""
 
 
-class BatchConsumer(AIOKafkaConsumer):
+class CleanAssignmentConsumer(AIOKafkaConsumer):
+    """Faust's consumer, with each new assignment's offset bookkeeping started afresh."""
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Start the new assignment from a clean slate: Faust forgets a partition's acked offsets,
+        gaps, read and committed offsets when it is revoked, but a batch that finished while the
+        revocation waited for it, or a commit that failed then (Faust records a failed commit's
+        offset as committed), writes them again after that. Left in place, such entries made the
+        next owner skip records or wait forever for offsets it never reads. The recovery's seek
+        to the committed offsets then sets them afresh."""
+        for bookkeeping in (self._acked, self._acked_index, self._gap, self._read_offset, self._committed_offset):
+            bookkeeping.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
+
+
+class BatchConsumer(CleanAssignmentConsumer):
     """A Faust consumer that hands whole fetched batches of chosen topics to a handler."""
 
     batch_topics: frozenset[str] = frozenset()
@@ -103,17 +118,6 @@ class BatchConsumer(AIOKafkaConsumer):
         async with self._batch_lock():
             pass
         await super().wait_empty()
-
-    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        """Start the new assignment from a clean slate: Faust forgets a partition's acked offsets,
-        gaps, read and committed offsets when it is revoked, but a batch that finished while the
-        revocation waited for it, or a commit that failed then (Faust records a failed commit's
-        offset as committed), writes them again after that. Left in place, such entries made the
-        next owner skip records or wait forever for offsets it never reads. The recovery's seek
-        to the committed offsets then sets them afresh."""
-        for bookkeeping in (self._acked, self._acked_index, self._gap, self._read_offset, self._committed_offset):
-            bookkeeping.clear()
-        await super().on_partitions_assigned(assigned, generation_id)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         read_offset = self._read_offset
@@ -429,14 +433,7 @@ def install_batch_consumer(
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
-        consumer = BatchConsumer(
-            app.transport,
-            callback=app.topics.on_message,
-            on_partitions_revoked=app._on_partitions_revoked,
-            on_partitions_assigned=app._on_partitions_assigned,
-            beacon=app.beacon,
-            loop=app.transport.loop,
-        )
+        consumer = _new_consumer(app, BatchConsumer)
         consumer.batch_topics = batch_topics
         consumer.batch_handler = handler
         if group_of is not None:
@@ -444,6 +441,24 @@ def install_batch_consumer(
         return consumer
 
     app._new_consumer = new_consumer
+
+
+def install_clean_assignment(app: Any) -> None:
+    """Make ``app`` consume record by record as stock Faust does, with the offset bookkeeping of
+    each new assignment started afresh (:class:`CleanAssignmentConsumer`)."""
+    app._new_consumer = lambda: _new_consumer(app, CleanAssignmentConsumer)
+
+
+def _new_consumer(app: Any, kind: type[CleanAssignmentConsumer]) -> Any:
+    """A consumer of class ``kind`` made the way Faust's ``App._new_consumer`` makes its own."""
+    return kind(
+        app.transport,
+        callback=app.topics.on_message,
+        on_partitions_revoked=app._on_partitions_revoked,
+        on_partitions_assigned=app._on_partitions_assigned,
+        beacon=app.beacon,
+        loop=app.transport.loop,
+    )
 
 
 def _store(table: Any) -> Any:

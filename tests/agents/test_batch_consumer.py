@@ -13,9 +13,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 
-from streams.faust_internals import BatchConsumer, MembershipLost
+from streams.app import create_app
+from streams.faust_internals import BatchConsumer, CleanAssignmentConsumer, MembershipLost
+from streams.settings import settings_from_env
 
 pytestmark = pytest.mark.agents
 GENERATION = 3
@@ -130,7 +133,7 @@ async def test_a_new_assignment_starts_without_the_bookkeeping_written_after_the
             {name: len(getattr(self, name)) for name in ("_acked", "_read_offset", "_committed_offset")}
         )
 
-    monkeypatch.setattr(BatchConsumer.__mro__[1], "on_partitions_assigned", faust_assignment)
+    monkeypatch.setattr(FaustConsumer, "on_partitions_assigned", faust_assignment)
     c = consumer(None)
     c._gap = defaultdict(list)
     revoked = tp("visits", 2)
@@ -145,3 +148,9 @@ async def test_a_new_assignment_starts_without_the_bookkeeping_written_after_the
     assert seen_by_faust == [{"_acked": 0, "_read_offset": 0, "_committed_offset": 0}]
     assert c._acked_index == {}
     assert c._gap == {}
+
+
+@pytest.mark.parametrize(("consumption", "kind"), [("batch", BatchConsumer), ("agent", CleanAssignmentConsumer)])
+def test_both_consumption_modes_start_each_assignment_afresh(consumption: str, kind: type) -> None:
+    app = create_app(settings_from_env({"LEADSCORE_CONSUMPTION": consumption})).app
+    assert type(app._new_consumer()) is kind

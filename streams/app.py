@@ -14,7 +14,7 @@ from scoring.events import EventKind
 from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
-from streams.faust_internals import install_full_metadata
+from streams.faust_internals import install_cheap_revocation, install_full_metadata
 from streams.kafka_clients import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> Service:
         broker_max_poll_records=settings.max_poll_records or None,
     )
     install_full_metadata(app)  # before anything creates the producer
+    install_cheap_revocation()
     topics = declare_topics(app, settings)
     leads = app.Table(
         "leads",

@@ -52,12 +52,18 @@ What it replaces, and why:
   a loop (the benchmark's worker hung on a nurture event that way), and Faust's table routing
   (``key_partition`` of a changelog topic) fails on a topic missing from it.
   :func:`install_full_metadata` makes the producer's client refresh all topics instead.
+- **Closing RocksDB databases.** Faust's store runs a full garbage collection at every revocation
+  (once per table) and at stop, to close the databases it let go of; with a large cache of lead
+  states each takes about a second. :func:`install_cheap_revocation` closes them by dropping the
+  last reference and collects only when something else still holds one.
 - **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
   already knows, without a round trip to the broker.
 """
 
 import asyncio
+import gc
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -459,6 +465,40 @@ def _new_consumer(app: Any, kind: type[CleanAssignmentConsumer]) -> Any:
         beacon=app.beacon,
         loop=app.transport.loop,
     )
+
+
+def release_databases(databases: list[Any]) -> None:
+    """Close RocksDB databases a store has let go of: dropping the last reference closes one (and
+    frees its lock, so the partition can be opened again); only when something else still holds
+    one (a reference cycle, an iterator) does a full garbage collection run, as Faust always does."""
+    # A database referenced only by this list has a count of 3: the list, the loop variable and
+    # getrefcount's own argument.
+    held = any(sys.getrefcount(database) > 3 for database in databases)
+    databases.clear()
+    if held:
+        gc.collect()
+
+
+def install_cheap_revocation() -> None:
+    """Make Faust's RocksDB store close the databases of revoked partitions, and all of them when
+    it stops, without a full garbage collection each time (:func:`release_databases`). Faust runs
+    one per table on every revocation and at stop: with 100,000 leads' states cached, 0.8-1.2 s
+    each, so a rebalance stalled the worker for seconds."""
+    from faust.stores.rocksdb import Store
+
+    def revoke_partitions(self: Any, table: Any, tps: set[TP]) -> None:
+        topics = table.changelog_topic.topics
+        release_databases(
+            [self._dbs.pop(tp.partition) for tp in tps if tp.topic in topics and tp.partition in self._dbs]
+        )
+
+    async def stop(self: Any) -> None:
+        databases = list(self._dbs.values())
+        self._dbs.clear()
+        release_databases(databases)
+
+    Store.revoke_partitions = revoke_partitions  # type: ignore[method-assign]
+    Store.stop = stop  # type: ignore[method-assign]
 
 
 def _store(table: Any) -> Any:

@@ -45,7 +45,12 @@ def register_views(service: "Service") -> None:
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(service.metrics.registry), content_type=METRICS_CONTENT_TYPE)
+        # ``?name[]=a&name[]=b`` restricts the answer to those samples, as prometheus_client's own
+        # handlers do: a poller of one counter does not pay for rendering every metric.
+        names = request.query.getall("name[]", [])
+        registry = service.metrics.registry
+        chosen = registry.restricted_registry(names) if names else registry
+        return web.bytes(generate_latest(chosen), content_type=METRICS_CONTENT_TYPE)
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
     async def livez(web: Any, request: Any) -> Any:

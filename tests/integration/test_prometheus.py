@@ -205,3 +205,19 @@ def test_promtool_accepts_the_workers_metrics(scored_worker: WorkerProcess) -> N
     # promtool lists lint problems (a counter without _total, a unit not in base units, ...) on
     # its output: there must be none.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_metrics_can_be_restricted_to_named_samples(scored_worker: WorkerProcess) -> None:
+    status, everything = scored_worker.get("/metrics")
+    assert status == 200
+    status, text = scored_worker.get(
+        "/metrics?name[]=leadscore_events_consumed_total&name[]=leadscore_rebalances_total"
+    )
+    assert status == 200
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples
+    assert {line.split("{")[0].split(" ")[0] for line in samples} == {
+        "leadscore_events_consumed_total",
+        "leadscore_rebalances_total",
+    }
+    assert len(text) < len(everything) / 10

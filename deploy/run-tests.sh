@@ -40,6 +40,10 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy
 
+# The tests run the compiled scoring core: rebuilt here if its sources changed (setup-venv.sh did
+# it too), since a stale build would shadow them (tests/conftest.py refuses to start on one).
+bash deploy/compile-core.sh
+
 echo "== pytest: unit, agents, integration and reliability tiers"
 set +e
 .venv/bin/python -m pytest -m "unit or agents or integration or reliability" -p no:cacheprovider "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install leadscore with its development tools. Idempotent.
+# Create .venv (Python 3.11+), install leadscore with its development tools, and compile the scoring
+# core with mypyc (deploy/compile-core.sh: skipped while the build matches the sources). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -13,3 +14,4 @@ fi
 echo "== installing leadscore and its development tools into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+bash deploy/compile-core.sh

@@ -132,9 +132,10 @@ class Scorer:
         by_id = self.rules.by_id
         values = state.values
         if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
+            # A float sum (from 0.0) even without values: compiled, a float result cannot be the int 0.
             if values.keys() <= self._rule_ids:  # the same values, in the same order, without a filter
-                return sum(values.values())
-            return sum([value for rule_id, value in values.items() if rule_id in by_id])
+                return sum(values.values(), 0.0)
+            return sum([value for rule_id, value in values.items() if rule_id in by_id], 0.0)
         total = 0.0
         elapsed = at_ms - state.ref_ms
         for rule_id, value in values.items():
@@ -178,7 +179,7 @@ class Scorer:
     def _mask_fit(self, mask: int) -> float:
         """The fit of the rules in ``mask``: their points summed in rule order, then clamped."""
         rules = self.rules
-        raw = sum(rule.points for i, rule in enumerate(rules.fit_rules) if mask >> i & 1)
+        raw = sum((rule.points for i, rule in enumerate(rules.fit_rules) if mask >> i & 1), 0.0)
         return min(max(raw, rules.fit_min), rules.fit_max)
 
     def _total(self, state: LeadState, at_ms: int) -> float:
@@ -194,7 +195,7 @@ class Scorer:
         """The lead's score at ``at_ms`` with a breakdown whose rows add up to it."""
         rules = self.rules
         rows = self._fit_rows(state)
-        fit_raw = sum(row.points for row in rows)
+        fit_raw = sum((row.points for row in rows), 0.0)  # a float (0.0, not 0) without fit rows too
         fit = min(max(fit_raw, rules.fit_min), rules.fit_max)
         if fit != fit_raw:
             name = "fit_cap" if fit_raw > fit else "fit_floor"
@@ -541,8 +542,10 @@ class Scorer:
             except InvalidEvent as exc:
                 dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue
-            except Exception as exc:  # a bug must not lose the record: dead-letter it
-                dead_letters.append(_dead_letter(record, "scoring_error", f"{type(exc).__name__}: {str(exc)[:200]}"))
+            except Exception as error:  # a bug must not lose the record: dead-letter it
+                # Not ``exc`` again: compiled, a name bound by two handlers keeps the first one's type.
+                detail = f"{type(error).__name__}: {str(error)[:200]}"
+                dead_letters.append(_dead_letter(record, "scoring_error", detail))
                 continue
             if outputs:
                 refused = [o for o in outputs if isinstance(o, Refusal)]

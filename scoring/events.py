@@ -89,9 +89,13 @@ MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096
 MAX_EVENT_BYTES = 65536
 _MAX_EPOCH_MS = 10**14
-# Per kind, what _attrs checks for each field: (name, accepted types, required, allowed values).
-_CHECKS: Mapping[EventKind, tuple[tuple[str, tuple[type, ...], bool, frozenset[str] | None], ...]] = {
-    kind: tuple((name, types, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items())
+# Per kind, what _attrs checks for each field: (name, accepted types, whether it is text, required,
+# allowed values). Whether it is text is decided here, by equality: compiled, the tuples _STR and
+# _INT are rebuilt where they are read, so an identity test on them would never hold.
+_CHECKS: Mapping[EventKind, tuple[tuple[str, tuple[type, ...], bool, bool, frozenset[str] | None], ...]] = {
+    kind: tuple(
+        (name, types, types == _STR, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items()
+    )
     for kind, spec in EVENT_SPECS.items()
 }
 # URL -> its lower-case path: pages repeat, and splitting an absolute URL is the dearest check.
@@ -205,16 +209,16 @@ def _split_path(url: str) -> str:
 def _attrs(kind: EventKind, payload: Mapping[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     get = payload.get
-    for name, types, required, allowed in _CHECKS[kind]:
+    for name, types, text, required, allowed in _CHECKS[kind]:
         value = get(name)
         if value is None:
             if required:
                 raise InvalidEvent("missing_field", f"field '{name}' is missing")
             continue
         if type(value) not in types:  # JSON gives exact types: a bool is not an int here
-            wanted = "an integer" if types is _INT else "a string"
+            wanted = "a string" if text else "an integer"
             raise InvalidEvent("wrong_type", f"field '{name}' must be {wanted}, got {type(value).__name__}")
-        if types is _STR:
+        if text:
             if len(value) > MAX_TEXT_LENGTH:
                 raise InvalidEvent("invalid_value", f"field '{name}' is longer than {MAX_TEXT_LENGTH}")
         elif value < 0:

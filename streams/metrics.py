@@ -2,6 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from scoring.compiled import is_compiled
 from scoring.engine import BatchResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -15,6 +16,12 @@ class Metrics:
         r = self.registry
         self.build_info = Info("leadscore_build", "Version of the worker and of its rules.", registry=r)
         self.build_info.info({"version": version, "rules_version": rules_version})
+        self.scoring_core_compiled = Gauge(
+            "leadscore_scoring_core_compiled",
+            "1 if the scoring core runs compiled (mypyc, deploy/compile-core.sh), 0 if it runs its Python sources.",
+            registry=r,
+        )
+        self.scoring_core_compiled.set(1 if is_compiled() else 0)
         self.events_consumed = Counter(
             "leadscore_events_consumed", "Records read from inbound topics.", ["topic", "event_type"], registry=r
         )

@@ -1,14 +1,18 @@
 """Operational signals of a worker: consumer lag, progress per partition, rebalances, recovery."""
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from scoring.compiled import COMPILED_MODULES, is_compiled
+from streams.core_build import stale_reason
 from streams.faust_internals import committed_offset, highwater
 from streams.gc_pauses import collect_fully
 
 if TYPE_CHECKING:
     from streams.app import Service
 
+log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 5.0
 
 
@@ -28,9 +32,27 @@ def update_lag(service: "Service") -> None:
         metrics.consumer_lag_seconds.labels(*labels).set(max(age, 0.0))
 
 
+def report_scoring_core() -> None:
+    """Log whether the scoring core runs compiled (the gauge ``leadscore_scoring_core_compiled``
+    says it too), and warn if a compiled build in place is older than its sources."""
+    compiled = is_compiled()
+    log.info(
+        "scoring core compiled" if compiled else "scoring core interpreted (pure-Python sources)",
+        extra={"scoring_core_compiled": compiled, "compiled_modules": len(COMPILED_MODULES) if compiled else 0},
+    )
+    stale = stale_reason()
+    if stale is not None:
+        log.warning(stale)
+
+
 def register_monitoring(service: "Service") -> None:
-    """Register the lag timer and the rebalance and recovery signals."""
+    """Register the lag timer, the rebalance and recovery signals, and the start-up report of the
+    scoring core."""
     app = service.app
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def scoring_core_at_start() -> None:
+        report_scoring_core()
 
     @app.timer(interval=LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:

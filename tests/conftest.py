@@ -11,9 +11,18 @@ import pytest
 
 from scoring.engine import Scorer
 from scoring.rules import Rules, parse_rules
+from streams.core_build import stale_reason
 
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "scoring" / "default_rules.toml"
 TIERS = ("unit", "agents", "integration", "reliability")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a compiled scoring core older than its sources: its extension modules shadow
+    the sources, so the edited code would not be what runs."""
+    reason = stale_reason()
+    if reason is not None:
+        pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -43,7 +43,8 @@ What it replaces, and why:
 - **Offset bookkeeping across a rebalance.** Faust drops a revoked partition's acked, read and
   committed offsets before the revocation waits for the batch under way; the batch's acks, or a
   commit failing meanwhile (Faust records its offset as committed even then), write them again.
-  :meth:`BatchConsumer.on_partitions_assigned` clears them before the new assignment's seek.
+  :meth:`CleanAssignmentConsumer.on_partitions_assigned` clears them before the new assignment's
+  seek (in both consumption modes).
 - **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
   all topics until it tracks one (``add_topic``, called when a send finds its topic missing, as
   for a changelog Faust has just created), and from then on of the tracked topics only. A batch

@@ -31,7 +31,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     service = create_app(settings)
     monkeypatch.setattr(output, "send_keyed", AsyncMock())
     monkeypatch.setattr(service.app.producer, "send", AsyncMock(side_effect=resolved))  # dead letters
-    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock())
+    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock(return_value=0))
     return service
 
 

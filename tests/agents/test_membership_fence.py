@@ -124,7 +124,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     settings = Settings(store="memory://", data_dir=tmp_path, app_id=f"fence-{uuid.uuid4().hex[:8]}")
     service = create_app(settings)
     monkeypatch.setattr(output, "send_keyed", AsyncMock())
-    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock())
+    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock(return_value=0))
     return service
 
 

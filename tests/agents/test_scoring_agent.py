@@ -33,7 +33,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     # Dead letters go through the producer itself (agents/dead_letters.py): recorded instead.
     monkeypatch.setattr(service.app.producer, "send", AsyncMock(side_effect=resolved))
     # No producer in the test context: the changelog send is recorded instead.
-    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock())
+    monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock(return_value=0))
     return service
 
 

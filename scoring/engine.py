@@ -365,12 +365,17 @@ class Scorer:
         for window in [w for w in state.cap_windows if max(state.cap_windows[w]) <= cut]:
             del state.cap_windows[window]
 
-    def _apply(self, state: LeadState, event: Event, now_ms: int, outputs: list[object]) -> int:
+    def _apply(
+        self, state: LeadState, event: Event, now_ms: int, outputs: list[object], pending: dict[str, int]
+    ) -> int:
         """Apply one event to its lead's state; return the number of engagement rules counted.
 
         Appends what it caused to ``outputs``: MQL and nurture events, stage transitions, and a
         refusal for sales feedback the lead's stage does not allow. Raises :class:`InvalidEvent`
         for an event that is too far in the future or too late to be counted exactly once.
+
+        ``pending`` holds the batch's MQLs whose due time is still to be computed, with the
+        instant to compute it from (see :meth:`_schedule`).
         """
         rules = self.rules
         occurred = event.occurred_at
@@ -380,6 +385,11 @@ class Scorer:
         if occurred <= state.seen_floor or (last is not None and occurred < last - rules.late_window_ms):
             raise InvalidEvent("too_late", "occurred_at is older than the late window of this lead's latest event")
         at = occurred if last is None or occurred > last else last
+        lead_id = state.lead_id
+        # A pending MQL's score only decreases: it has fallen by ``at`` exactly when its due time
+        # is at or before ``at``, so the due time is computed only then (or at the batch's end).
+        if pending and lead_id in pending and round(self._total(state, at), 2) < rules.nurture_threshold:
+            state.due_at = self.due_at(state, pending.pop(lead_id))
         due = state.due_at
         if due is not None and due <= at:  # else settle has nothing to do
             self._settle_into(state, at, outputs)
@@ -416,9 +426,25 @@ class Scorer:
             self._forget_old(state)
         if not feedback:  # sales feedback never qualifies a lead by itself
             self._decide(state, event, at, outputs)
-        if state.stage in DECAYING:
-            state.due_at = self.due_at(state, at)
+        self._schedule(state, at, pending)
         return counted
+
+    def _schedule(self, state: LeadState, at: int, pending: dict[str, int]) -> None:
+        """Set an MQL's due time after an event at ``at``, or leave it pending until the batch's
+        end (or its lead's next event that finds it due) when its score only decreases from
+        there: a batch holds several events of a lead, and the due time of all but the last
+        would be computed for nothing."""
+        if state.stage not in DECAYING:
+            if pending:
+                pending.pop(state.lead_id, None)
+            return
+        for value in state.values.values():
+            if value < 0:  # not monotone: the check by the score at the next event would not do
+                pending.pop(state.lead_id, None)
+                state.due_at = self.due_at(state, at)
+                return
+        state.due_at = None  # until computed: no stale due time is read meanwhile
+        pending[state.lead_id] = at
 
     def _settle_into(self, state: LeadState, at: int, outputs: list[object]) -> None:
         nurtured = self.settle(state, at)
@@ -510,6 +536,7 @@ class Scorer:
         known_marks = erased or {}
         apply = self._apply
         outputs: list[object] = []
+        pending: dict[str, int] = {}
         scored = duplicates = capped = 0
         for record in records:
             kind = record.kind
@@ -527,6 +554,7 @@ class Scorer:
                     state = states.get(lead_id)
                 if kind is EventKind.ERASURE:
                     self._erase(result, event, mark, state, now_ms)
+                    pending.pop(lead_id, None)
                     continue
                 if mark is not None and event.occurred_at <= mark.at:
                     result.erased_dropped += 1  # not dead-lettered: that topic would keep the data
@@ -538,7 +566,7 @@ class Scorer:
                     continue
                 if outputs:
                     outputs = []
-                counted = apply(state, event, now_ms, outputs)
+                counted = apply(state, event, now_ms, outputs, pending)
             except InvalidEvent as exc:
                 dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue
@@ -568,6 +596,9 @@ class Scorer:
                 result.email_links.append((event.email_hash, lead_id, event.occurred_at))
             if outputs:
                 _collect(result, outputs)
+        for lead_id, after in pending.items():
+            state = changed[lead_id]
+            state.due_at = self.due_at(state, after)
         result.scored = scored
         result.duplicates = duplicates
         result.capped = capped

@@ -288,3 +288,35 @@ def test_batch_spanning_many_leads_matches_one_event_at_a_time(scorer: Scorer) -
         single.extend(result.mql)
     assert sorted(m.event_id for m in batch.mql) == sorted(m.event_id for m in single)
     assert batch_states == single_states
+
+
+def test_an_mql_that_decays_between_two_events_of_one_batch_settles_as_one_event_at_a_time_does(
+    scorer: Scorer,
+) -> None:
+    # The scorer computes a batch's due times lazily (at the lead's next event only if its score
+    # has fallen by then, else at the batch's end): the outputs must not tell the difference.
+    _, alone = run(scorer, qualifying_journey("a", T0))
+    due = alone["a"].due_at
+    assert due is not None
+    last = alone["a"].last_event_at
+    assert last is not None
+    midway = (last + due) // 2  # still an MQL then: the blog visit keeps it one
+    records = [
+        *qualifying_journey("a", T0),
+        visit("a", "a-mid", midway, "/blog/x"),
+        visit("a", "a-late", due + 60 * DAY_MS, "/blog/y"),  # long after its (new) due time
+        *qualifying_journey("b", T0 + 5),
+    ]
+    batch, batch_states = run(scorer, records)
+    single_states: dict[str, LeadState] = {}
+    single_nurture = []
+    for rec in records:
+        result, single_states = run(scorer, [rec], states=single_states)
+        single_nurture.extend(result.nurture)
+
+    assert [(n.lead_id, n.reason) for n in batch.nurture] == [("a", "decay")]
+    assert batch.nurture == single_nurture
+    assert batch_states == single_states
+    assert batch_states["a"].stage is Stage.NURTURE
+    assert batch_states["b"].stage is Stage.MQL
+    assert batch_states["b"].due_at == scorer.due_at(batch_states["b"], batch_states["b"].last_event_at)  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.output import apply_result, dead_letter, load_states
-from scoring.state import Stage, decode_state
-from streams.faust_internals import MembershipLost
+from scoring.state import Stage, decode_stage
+from streams.faust_internals import MembershipLost, stored_values
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -77,16 +77,16 @@ def register_decay(service: "Service") -> None:
         actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in inbound}
         service.due.clear()
         counts = dict.fromkeys(service.stage_counts, 0)
-        for _key, raw in service.leads.items():
-            state = decode_state(raw)
-            if state.partition not in actives:
+        for raw in stored_values(service.leads, sorted(actives)):
+            lead_id, partition, stage, due_at = decode_stage(raw)
+            if partition not in actives:
                 continue
-            counts[state.stage.value] += 1
-            if state.stage is Stage.MQL:
-                service.due.schedule(state.partition, state.lead_id, state.due_at)
+            counts[stage.value] += 1
+            if stage is Stage.MQL:
+                service.due.schedule(partition, lead_id, due_at)
         service.stage_counts.update(counts)
-        for stage, count in counts.items():
-            service.metrics.leads.labels(stage).set(count)
+        for name, count in counts.items():
+            service.metrics.leads.labels(name).set(count)
         service.metrics.due_leads.set(len(service.due))
         service.metrics.recoveries.inc()
         service.metrics.recovery_in_progress.set(0)

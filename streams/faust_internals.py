@@ -689,6 +689,23 @@ def partition_items(table: Any, partition: int, partitions: int) -> Iterator[tup
             yield key, value
 
 
+def stored_values(table: Any, partitions: Iterable[int]) -> Iterator[bytes]:
+    """Every value stored for ``partitions``: their RocksDB databases read directly (without the
+    store's offset record, and without Faust's per-item codec calls), or every value of the
+    memory store (one dict for every partition: callers filter)."""
+    store = _store(table)
+    if hasattr(store, "_db_for_partition"):
+        offset_key = store.offset_key
+        for partition in partitions:
+            for key, value in store._db_for_partition(partition).items():
+                if key != offset_key:
+                    yield value
+        return
+    for value in list(store.data.values()):
+        if value is not None:
+            yield value
+
+
 def drain_loop_age(app: Any) -> float | None:
     """Seconds since the batch consumer last went round its fetch loop (None if not started)."""
     last = getattr(app.consumer, "last_loop_at", None)

@@ -73,12 +73,10 @@ def test_letting_a_database_go_flushes_what_was_written_without_the_log(tmp_path
     from streams.faust_internals import write_store
 
     path = str(tmp_path / "db")
-    db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True))
-    store = SimpleNamespace(_db_for_partition=lambda p: db, _key_index={}, offset_key=OFFSET_KEY)
+    databases = [rocksdict.Rdict(path, rocksdict.Options(raw_mode=True))]
+    store = SimpleNamespace(_db_for_partition=lambda p: databases[0], _key_index={}, offset_key=OFFSET_KEY)
     write_store(SimpleNamespace(data=store), 3, [(b"lead-1", b"state"), (b"lead-2", None)], 42)
     assert store._key_index == {b"lead-1": 3}
-    databases = [db]
-    del db, store
 
     release_databases(databases)
 
@@ -89,3 +87,22 @@ def test_letting_a_database_go_flushes_what_was_written_without_the_log(tmp_path
         assert reopened.get(b"lead-2") is None
     finally:
         reopened.close()
+
+
+def test_stored_values_reads_the_given_partitions_without_the_offset_record(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from streams.faust_internals import stored_values, write_store
+
+    databases = {p: rocksdict.Rdict(str(tmp_path / f"p{p}"), rocksdict.Options(raw_mode=True)) for p in (0, 1, 2)}
+    store = SimpleNamespace(_db_for_partition=databases.__getitem__, _key_index={}, offset_key=OFFSET_KEY)
+    table = SimpleNamespace(data=store)
+    for partition in (0, 1, 2):
+        write_store(
+            table, partition, [(f"k{partition}-{i}".encode(), f"v{partition}-{i}".encode()) for i in range(3)], 7
+        )
+    try:
+        assert sorted(stored_values(table, [2, 0])) == [b"v0-0", b"v0-1", b"v0-2", b"v2-0", b"v2-1", b"v2-2"]
+    finally:
+        for database in databases.values():
+            database.close()

@@ -71,6 +71,32 @@ def test_with_time_running_fast_a_silent_mql_returns_to_nurture_once(
     assert nurture["at"] > crossed
 
 
+@pytest.mark.parametrize("data_dir", [0, 1], ids=["same-data-dir", "fresh-data-dir"])
+def test_an_mql_killed_with_its_worker_still_returns_to_nurture_from_the_next_one(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, data_dir: int
+) -> None:
+    # No event of the lead arrives after the restart (redelivered ones are duplicates): only the
+    # due index, rebuilt from the recovered table, can send its nurture event.
+    speed, epoch = 300_000.0, int(time.time() * 1000)  # the ~82 days to its nurture pass in ~24 s
+    clock_env = {"LEADSCORE_CLOCK_SPEED": str(speed), "LEADSCORE_CLOCK_EPOCH_MS": str(epoch)}
+    first = worker_factory(0, **clock_env)
+    run(produce(bootstrap, journey(names, "lead-k", Clock(speed, epoch).now_ms())))
+    topics = [names + "mql-handoff", names + "lead-nurture"]
+    run(read_until(bootstrap, topics[:1], lambda r: len(r) >= 1, timeout_s=60))
+    first.stop(signal.SIGKILL)
+    second = worker_factory(data_dir, **clock_env)
+    records = run(read_until(bootstrap, topics, lambda r: len(of(r, topics[1])) >= 1, timeout_s=120, settle_s=3))
+    nurtures = of(records, topics[1])
+    assert len({r.json()["event_id"] for r in nurtures}) == 1
+    nurture = nurtures[0].json()
+    assert (nurture["lead_id"], nurture["reason"], nurture["crossing"]) == ("lead-k", "decay", 1)
+    assert nurture["at"] > of(records, topics[0])[0].json()["crossed_at"]
+    assert second.metric("leadscore_nurture_events_total", 'reason="decay"') >= 1
+    status, lead = second.get("/leads/lead-k")
+    assert status == 200
+    assert lead["stage"] == "nurture"
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_restarted_worker_recovers_from_the_changelog_and_sends_no_second_crossing(
     worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, stop_signal: int

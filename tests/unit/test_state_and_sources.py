@@ -6,7 +6,7 @@ import pytest
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.sources import REPORTED_SOURCES, first_touch, normalise_source
-from scoring.state import STATE_FORMAT, LeadState, Stage, decode_state, encode_state
+from scoring.state import STATE_FORMAT, LeadState, Stage, decode_stage, decode_state, encode_state
 from tests.journeys import T0, record, visit
 
 
@@ -25,6 +25,20 @@ def test_a_format_1_state_decodes_with_the_new_fields_empty() -> None:
     assert (state.sal_at, state.sql_at, state.won_at, state.mql_rules_version) == (None, None, None, None)
     assert (state.source, state.source_at, state.resets) == (None, None, [])
     assert orjson.loads(encode_state(state))["f"] == STATE_FORMAT == 2
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_decode_stage_reads_what_decode_state_reads(stage: Stage) -> None:
+    state = LeadState("lead-7", stage=stage, partition=5, due_at=1234 if stage is Stage.MQL else None, crossings=2)
+    data = encode_state(state)
+    assert decode_stage(data) == ("lead-7", 5, stage, state.due_at)
+    full = decode_state(data)
+    assert decode_stage(data) == (full.lead_id, full.partition, full.stage, full.due_at)
+
+
+def test_decode_stage_refuses_an_unknown_format() -> None:
+    with pytest.raises(ValueError, match="unknown lead state format 9"):
+        decode_stage(orjson.dumps({"f": 9, "id": "a", "pt": 0, "st": "lead", "d": None}))
 
 
 def test_new_fields_round_trip() -> None:

@@ -46,6 +46,7 @@ async def score_batches(service: "Service", batches: Sequence[tuple[Any, Sequenc
         ]
         await send_outputs(service, BatchResult(dead_letters=letters))
     for tp, records in batches:
+        service.count_consumed(tp.topic, len(records))
         service.note_progress(tp.topic, tp.partition, records[-1].timestamp / 1000)
 
 
@@ -54,7 +55,6 @@ async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any
     inputs: list[InputRecord] = []
     for tp, records in batches:
         kind = kinds.get(tp.topic)
-        metrics.events_consumed.labels(tp.topic, kind.value if kind else "unknown").inc(len(records))
         inputs += [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
     keys = {r.key for r in inputs if isinstance(r.key, bytes)}
     states = load_states(service, partition, keys)

@@ -19,7 +19,6 @@ async def score_record(service: "Service", message: Any) -> None:
     """Score one inbound record and apply the result."""
     kind = service.topic_kinds.get(message.topic)
     metrics = service.metrics
-    metrics.events_consumed.labels(message.topic, kind.value if kind else "unknown").inc()
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)
     keys = [message.key] if isinstance(message.key, bytes) else []
     states = load_states(service, message.partition, keys)
@@ -59,4 +58,5 @@ def register_scoring(service: "Service") -> None:
                     extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
                 )
                 await dead_letter(service, message, "scoring_error", type(exc).__name__)
+            service.count_consumed(message.topic, 1)
             service.note_progress(message.topic, message.partition, message.timestamp)

@@ -75,6 +75,12 @@ class Service:
         self.progress[(topic, partition)] = (now, record_timestamp_s)
         self.metrics.partition_progress.labels(topic, str(partition)).set(now)
 
+    def count_consumed(self, topic: str, records: int) -> None:
+        """Count inbound records done with (scored, a duplicate, dead-lettered or passed on), once
+        their outputs and states are written (a batch dropped after a lost membership is not)."""
+        kind = self.topic_kinds.get(topic)
+        self.metrics.events_consumed.labels(topic, kind.value if kind else "unknown").inc(records)
+
     def count_stage(self, old: str | None, new: str | None) -> None:
         """Track leads per stage as states are written (``new`` is None for an erased lead)."""
         if old is not None:

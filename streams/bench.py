@@ -298,9 +298,10 @@ def part_leadscore(ctx: Context) -> None:
         "source_digest": worker.source,
         "worker_settings": env,
         "method": (
-            "python -m streams worker as its own process; /metrics leadscore_events_consumed_total polled "
-            "every 0.2 s: events and CPU (/proc/<pid>/stat utime+stime) after the first non-zero poll, over "
-            "the time from it to the poll that reached the total"
+            "python -m streams worker as its own process; /metrics leadscore_events_consumed_total (counted "
+            "once a batch's outputs and states are written) polled every 0.2 s: events and CPU "
+            "(/proc/<pid>/stat utime+stime) after the first non-zero poll, over the time from it to the poll "
+            "that reached the total"
         ),
     }
     _say(

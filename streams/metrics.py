@@ -23,7 +23,10 @@ class Metrics:
         )
         self.scoring_core_compiled.set(1 if is_compiled() else 0)
         self.events_consumed = Counter(
-            "leadscore_events_consumed", "Records read from inbound topics.", ["topic", "event_type"], registry=r
+            "leadscore_events_consumed",
+            "Inbound records done with (scored, duplicates, dead-lettered, passed on), once written.",
+            ["topic", "event_type"],
+            registry=r,
         )
         self.events_scored = Counter(
             "leadscore_events_scored", "Events applied to a lead's score.", ["event_type"], registry=r

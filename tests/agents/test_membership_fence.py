@@ -12,9 +12,11 @@ from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock
 
+import orjson
 import pytest
 
 from agents import output
+from agents.batch import score_batches
 from scoring.engine import BatchResult
 from scoring.outputs import MqlEvent, Score
 from scoring.state import LeadState
@@ -191,3 +193,43 @@ async def test_a_member_writes_identity_states(service: Service, monkeypatch: py
     assert service.identity_batch is not None
     await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
     faust_internals.send_changelog.assert_called_once()  # type: ignore[attr-defined]
+
+
+def fetched_visits(service: Service, count: int) -> list[tuple[Any, list[Any]]]:
+    """One fetched batch of ``count`` web visits of one lead, as the batch consumer hands it over."""
+    topic = service.settings.topics.web_visits
+    at = int(time.time() * 1000)
+    records = [
+        SimpleNamespace(
+            topic=topic,
+            partition=0,
+            offset=i,
+            key=b"L1",
+            value=orjson.dumps({"event_id": f"e{i}", "lead_id": "L1", "occurred_at": at, "url": "/pricing"}),
+            timestamp=at,
+        )
+        for i in range(count)
+    ]
+    return [(SimpleNamespace(topic=topic, partition=0), records)]
+
+
+def consumed(service: Service) -> float:
+    return float(service.metrics.events_consumed.labels(service.settings.topics.web_visits, "web_visit")._value.get())
+
+
+async def test_a_batch_counts_as_consumed_once_its_states_are_written(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "confirm_membership", AsyncMock())
+    await score_batches(service, fetched_visits(service, 3))
+    faust_internals.send_changelog.assert_called_once()  # type: ignore[attr-defined]
+    assert consumed(service) == 3
+
+
+async def test_a_batch_dropped_by_a_lost_member_is_not_counted_as_consumed(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "confirm_membership", AsyncMock(side_effect=MembershipLost("gone")))
+    with pytest.raises(MembershipLost):  # the batch consumer reads the batch again (or its next owner does)
+        await score_batches(service, fetched_visits(service, 3))
+    assert consumed(service) == 0

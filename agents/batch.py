@@ -52,6 +52,7 @@ async def score_batches(service: "Service", batches: Sequence[tuple[Any, Sequenc
 
 async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
     metrics, kinds = service.metrics, service.topic_kinds
+    reading = time.thread_time()
     inputs: list[InputRecord] = []
     for tp, records in batches:
         kind = kinds.get(tp.topic)
@@ -59,10 +60,13 @@ async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any
     keys = {r.key for r in inputs if isinstance(r.key, bytes)}
     states = load_states(service, partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
-    started = time.perf_counter()
     erased = load_erased(service, partition, keys)
+    scoring = time.thread_time()
+    started = time.perf_counter()
     result = service.scorer.process_batch(inputs, states, service.clock.now_ms(), erased)
     metrics.scoring_duration.observe(time.perf_counter() - started)
+    metrics.cpu_score.inc(time.thread_time() - scoring)
+    metrics.cpu_read.inc(scoring - reading)
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)
     metrics.duplicates.inc(result.duplicates)

@@ -8,6 +8,7 @@ tick touches only the leads due, never the whole table.
 """
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,9 +29,13 @@ async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
     due = service.due.pop_due(partition, now_ms)
     if not due:
         return
+    reading = time.thread_time()
     states = load_states(service, partition, [lead_id.encode() for lead_id in due])
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    scoring = time.thread_time()
     result = service.scorer.expire_due(states.values(), now_ms)
+    service.metrics.cpu_score.inc(time.thread_time() - scoring)
+    service.metrics.cpu_read.inc(scoring - reading)
     await apply_result(service, result, partition, previous)
 
 

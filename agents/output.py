@@ -117,8 +117,10 @@ async def apply_result(
         service.metrics.erasures.inc(len(marks))
         await fenced(service)
     service.metrics.erased_events_dropped.inc(result.erased_dropped)
+    encoding = time.thread_time()
     items = record_states(service, result, partition, previous_stages)
-    await write_states(service.leads, partition, items)
+    service.metrics.cpu_encode.inc(time.thread_time() - encoding)
+    await write_states(service.leads, partition, items, store_cpu=service.metrics.cpu_store.inc)
     service.metrics.changelog_records.inc(len(items))
 
 

@@ -19,15 +19,18 @@ async def score_record(service: "Service", message: Any) -> None:
     """Score one inbound record and apply the result."""
     kind = service.topic_kinds.get(message.topic)
     metrics = service.metrics
+    reading = time.thread_time()
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)
     keys = [message.key] if isinstance(message.key, bytes) else []
     states = load_states(service, message.partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    erased = load_erased(service, message.partition, keys)
+    scoring = time.thread_time()
     started = time.perf_counter()
-    result = service.scorer.process_batch(
-        [record], states, service.clock.now_ms(), load_erased(service, message.partition, keys)
-    )
+    result = service.scorer.process_batch([record], states, service.clock.now_ms(), erased)
     metrics.scoring_duration.observe(time.perf_counter() - started)
+    metrics.cpu_score.inc(time.thread_time() - scoring)
+    metrics.cpu_read.inc(scoring - reading)
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)
     metrics.duplicates.inc(result.duplicates)

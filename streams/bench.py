@@ -33,11 +33,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams.kafka_clients import client_options, security_variables
+
+if TYPE_CHECKING:
+    from streams.bench_proc import Throughput
 
 PARTS = ("baseline", "leadscore", "latency", "scaling", "recovery", "decay", "collector")
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
@@ -50,6 +53,7 @@ READY_TIMEOUT_S = 900.0
 PROFILE_S = 15.0
 LATENCY_PAUSE_S = 3.0
 MIN_FREE_DISK = 5 * 2**30
+STEP_CPU = "leadscore_step_cpu_seconds_total"
 
 
 def _say(text: str) -> None:
@@ -264,6 +268,20 @@ def _worker_metrics(worker: Any) -> dict[str, float]:
     return {key: worker.metric(name) or 0.0 for key, name in names.items()}
 
 
+def cpu_by_step(result: "Throughput", first: Mapping[str, float], last: Mapping[str, float]) -> dict[str, float]:
+    """The worker's CPU per event in each step of ``leadscore_step_cpu_seconds_total`` over the
+    measured window, and ``rest``: the remainder of its process CPU per event (Kafka clients, event
+    loop, Faust)."""
+    from streams.metrics import CPU_STEPS
+
+    if not last or result.cpu_us_per_event <= 0:
+        return {}
+    events = result.cpu_s * 1e6 / result.cpu_us_per_event  # the events of the measured window
+    steps = {step: (last.get(step, 0.0) - first.get(step, 0.0)) * 1e6 / events for step in CPU_STEPS}
+    steps["rest"] = result.cpu_us_per_event - sum(steps.values())
+    return {step: round(us, 2) for step, us in steps.items()}
+
+
 def part_leadscore(ctx: Context) -> None:
     """The worker, started after the input was produced; it stays up for the latency part."""
     from streams.bench_kafka import end_offsets_sum
@@ -273,14 +291,17 @@ def part_leadscore(ctx: Context) -> None:
     worker = ctx.worker = Worker("main", env, ctx.run.run_dir / "main.log").start()
     _say(f"leadscore: worker pid {worker.pid}, consuming {ctx.total:,} events")
     profiler: list[subprocess.Popen[bytes] | None] = []
+    steps_at_first: dict[str, float] = {}
 
     def on_first() -> None:
+        steps_at_first.update(worker.metric_by_label(STEP_CPU, "step"))
         if ctx.options.profile:
             from streams.bench_profile import start_profiler
 
             profiler.append(start_profiler(worker.pid, ctx.run.run_dir / "profile.txt", PROFILE_S))
 
     result = measure_catch_up([worker], ctx.total, _catch_up_timeout(ctx.total), on_first)
+    steps = cpu_by_step(result, steps_at_first, worker.metric_by_label(STEP_CPU, "step"))
     rss = peak_rss_bytes(worker.pid)
     time.sleep(CHANGELOG_SETTLE_S)  # the last batch's changelog records are awaited after the count
     changelog = asyncio.run(
@@ -293,6 +314,7 @@ def part_leadscore(ctx: Context) -> None:
         "peak_rss_bytes": rss,
         "changelog_messages": changelog,
         "changelog_per_event": round(changelog / max(ctx.total, 1), 4),
+        "cpu_us_per_event_by_step": steps,
         **_worker_metrics(worker),
         "event_loop": _event_loop(worker.pid),
         "source_digest": worker.source,

@@ -7,6 +7,7 @@ CPU is a process's ``utime + stime`` from ``/proc/<pid>/stat`` and peak RSS its 
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -147,6 +148,19 @@ class Worker:
         if status != 200:
             return None
         return metric_total(body.decode(errors="replace"), name) or 0.0
+
+    def metric_by_label(self, name: str, label: str) -> dict[str, float]:
+        """One metric of ``/metrics`` per value of ``label`` (empty if it does not answer)."""
+        status, body = http_get(f"{self.url}/metrics?name[]={name}")
+        if status != 200:
+            return {}
+        found: dict[str, float] = {}
+        pattern = re.compile(rf'{re.escape(label)}="([^"]*)"')
+        for line in body.decode(errors="replace").splitlines():
+            match = pattern.search(line) if line.startswith(name + "{") else None
+            if match:
+                found[match[1]] = found.get(match[1], 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
         """Signal the process and wait; SIGKILL it if it does not stop in time."""

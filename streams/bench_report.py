@@ -273,6 +273,14 @@ def _other_lines(report: dict[str, Any]) -> list[str]:
             f"- changelog messages per input event: {lead['changelog_per_event']:.3f} "
             f"({lead['changelog_messages']:,} for {lead['events']:,} events)"
         )
+    steps = (lead or {}).get("cpu_us_per_event_by_step")
+    if steps:
+        lines.append(
+            f"- the worker's CPU per event by step: scoring core {steps['score']:.1f} us, reading the batch and "
+            f"its states {steps['read']:.1f}, encoding the changed states {steps['encode']:.1f}, RocksDB write "
+            f"{steps['store']:.1f}, the rest (Kafka clients, event loop, Faust) {steps['rest']:.1f} "
+            "(leadscore_step_cpu_seconds_total)"
+        )
     rec = report.get("recovery")
     if rec and "fresh_data_dir" in rec:
         same, fresh = rec["same_data_dir"], rec["fresh_data_dir"]

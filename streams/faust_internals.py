@@ -540,10 +540,16 @@ def read_states(table: Any, partition: int, keys: Iterable[bytes]) -> dict[bytes
     return found
 
 
-async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+async def write_states(
+    table: Any,
+    partition: int,
+    items: Sequence[tuple[bytes, bytes | None]],
+    store_cpu: Callable[[float], None] | None = None,
+) -> None:
     """Send one changelog record per key on ``partition`` and wait until the broker has them all,
     then write the values to that partition's store. A value of ``None`` deletes the key (a
-    tombstone on the changelog, a delete in the store).
+    tombstone on the changelog, a delete in the store). ``store_cpu`` is given the CPU seconds
+    that the store write took.
 
     Waiting matters: Faust's own ``send_soon`` queues changelog records in a buffer that its
     commit does not fully drain (``ProducerBuffer.flush_atmost`` gives up after 0.1 s), so input
@@ -552,7 +558,10 @@ async def write_states(table: Any, partition: int, items: Sequence[tuple[bytes, 
     if not items:
         return
     last_offset = await send_changelog(table, partition, items)
+    started = time.thread_time()
     write_store(table, partition, items, last_offset)
+    if store_cpu is not None:
+        store_cpu(time.thread_time() - started)
 
 
 async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> int:

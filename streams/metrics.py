@@ -5,6 +5,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from scoring.compiled import is_compiled
 from scoring.engine import BatchResult
 
+# The synchronous steps of scoring a batch whose CPU is counted (see ``Metrics.step_cpu``).
+CPU_STEPS = ("read", "score", "encode", "store")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
@@ -39,6 +41,16 @@ class Metrics:
         )
         self.mql_events = Counter("leadscore_mql_events", "MQL events sent to the handoff topic.", registry=r)
         self.nurture_events = Counter("leadscore_nurture_events", "Returns to nurture sent.", ["reason"], registry=r)
+        self.step_cpu = Counter(
+            "leadscore_step_cpu_seconds",
+            "CPU seconds of the worker's thread in each synchronous step of scoring a batch: read (the "
+            "batch's records and their leads' states made ready), score (the scoring core), encode (the "
+            "changed states encoded, the due index), store (RocksDB written). The rest of the process CPU "
+            "is the Kafka clients, the event loop and Faust.",
+            ["step"],
+            registry=r,
+        )
+        self.cpu_read, self.cpu_score, self.cpu_encode, self.cpu_store = (self.step_cpu.labels(s) for s in CPU_STEPS)
         self.scoring_duration = Histogram(
             "leadscore_scoring_duration_seconds",
             "Time to score one batch of records (one record in the per-event agent).",

@@ -23,6 +23,7 @@ from scoring.state import LeadState
 from streams import faust_internals
 from streams.app import Service, create_app
 from streams.faust_internals import MembershipLost, confirm_membership
+from streams.metrics import CPU_STEPS
 from streams.settings import Settings
 from tests.agents.test_identity_sweep import visit
 
@@ -233,3 +234,10 @@ async def test_a_batch_dropped_by_a_lost_member_is_not_counted_as_consumed(
     with pytest.raises(MembershipLost):  # the batch consumer reads the batch again (or its next owner does)
         await score_batches(service, fetched_visits(service, 3))
     assert consumed(service) == 0
+
+
+async def test_a_batch_counts_the_cpu_of_its_steps(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "confirm_membership", AsyncMock())
+    await score_batches(service, fetched_visits(service, 50))
+    cpu = {step: service.metrics.step_cpu.labels(step)._value.get() for step in CPU_STEPS}
+    assert all(seconds > 0 for seconds in cpu.values()), cpu

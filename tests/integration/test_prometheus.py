@@ -221,3 +221,16 @@ def test_metrics_can_be_restricted_to_named_samples(scored_worker: WorkerProcess
         "leadscore_rebalances_total",
     }
     assert len(text) < len(everything) / 10
+
+
+def test_the_worker_counts_the_cpu_of_each_step_of_scoring(scored_worker: WorkerProcess) -> None:
+    status, text = scored_worker.get("/metrics?name[]=leadscore_step_cpu_seconds_total")
+    assert status == 200
+    assert isinstance(text, str)
+    seconds = {
+        line.split('step="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("leadscore_step_cpu_seconds_total{")
+    }
+    assert set(seconds) == {"read", "score", "encode", "store"}
+    assert all(value > 0 for value in seconds.values()), seconds

@@ -11,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from scoring.engine import Scorer
 from scoring.events import EventKind
-from streams.bench import PARTS, BenchOptions, Run, parse_skip, settings_of, source_digests_in
+from streams.bench import PARTS, BenchOptions, Run, cpu_by_step, parse_skip, settings_of, source_digests_in
 from streams.bench_decay import decay_bench
 from streams.bench_input import JourneyStream, catch_up_input, latency_templates, partition_for, profile_records
 from streams.bench_latency import bucket_quantile, percentile, record_buckets
@@ -244,3 +244,20 @@ def test_markdown() -> None:
     assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
     assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 |" in text
     assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text
+
+
+def test_cpu_by_step_divides_each_step_by_the_window_and_leaves_the_rest() -> None:
+    window = throughput(Sample(10.0, 1000, 1.0), Sample(12.0, 5000, 1.2))  # 4,000 events, 50 us each
+    first = {"read": 1.0, "score": 2.0, "encode": 0.5, "store": 0.1}
+    last = {"read": 1.004, "score": 2.08, "encode": 0.52, "store": 0.104}
+    steps = cpu_by_step(window, first, last)
+    assert steps == {"read": 1.0, "score": 20.0, "encode": 5.0, "store": 1.0, "rest": 23.0}
+    assert cpu_by_step(window, first, {}) == {}  # the worker did not answer
+
+
+def test_markdown_gives_the_cpu_by_step() -> None:
+    report = _report()
+    report["leadscore"]["cpu_us_per_event_by_step"] = {"read": 1, "score": 5, "encode": 2, "store": 0.5, "rest": 3.5}
+    text = markdown(report)
+    assert "scoring core 5.0 us, reading the batch and its states 1.0, encoding the changed states 2.0" in text
+    assert "the rest (Kafka clients, event loop, Faust) 3.5" in text

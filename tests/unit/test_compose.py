@@ -36,6 +36,7 @@ CONTRACT_METRICS = (
     "leadscore_nurture_events_total",
     "leadscore_end_to_end_latency_seconds_bucket",
     "leadscore_scoring_duration_seconds_bucket",
+    "leadscore_step_cpu_seconds_total",
     "leadscore_leads",
     "leadscore_consumer_lag",
     'up{job="leadscore"}',

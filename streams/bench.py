@@ -53,7 +53,6 @@ READY_TIMEOUT_S = 900.0
 PROFILE_S = 15.0
 LATENCY_PAUSE_S = 3.0
 MIN_FREE_DISK = 5 * 2**30
-STEP_CPU = "leadscore_step_cpu_seconds_total"
 
 
 def _say(text: str) -> None:
@@ -268,16 +267,16 @@ def _worker_metrics(worker: Any) -> dict[str, float]:
     return {key: worker.metric(name) or 0.0 for key, name in names.items()}
 
 
-def cpu_by_step(result: "Throughput", first: Mapping[str, float], last: Mapping[str, float]) -> dict[str, float]:
-    """The worker's CPU per event in each step of ``leadscore_step_cpu_seconds_total`` over the
-    measured window, and ``rest``: the remainder of its process CPU per event (Kafka clients, event
-    loop, Faust)."""
+def cpu_by_step(result: "Throughput", step_cpu: Mapping[str, float]) -> dict[str, float]:
+    """The worker's CPU per event in each step of ``leadscore_step_cpu_seconds_total`` (all counted
+    within the measured window, which starts before the first batch), and ``rest``: the remainder
+    of its process CPU per event (Kafka clients, event loop, Faust)."""
     from streams.metrics import CPU_STEPS
 
-    if not last or result.cpu_us_per_event <= 0:
+    if not step_cpu or result.cpu_us_per_event <= 0:
         return {}
     events = result.cpu_s * 1e6 / result.cpu_us_per_event  # the events of the measured window
-    steps = {step: (last.get(step, 0.0) - first.get(step, 0.0)) * 1e6 / events for step in CPU_STEPS}
+    steps = {step: step_cpu.get(step, 0.0) * 1e6 / events for step in CPU_STEPS}
     steps["rest"] = result.cpu_us_per_event - sum(steps.values())
     return {step: round(us, 2) for step, us in steps.items()}
 
@@ -285,23 +284,21 @@ def cpu_by_step(result: "Throughput", first: Mapping[str, float], last: Mapping[
 def part_leadscore(ctx: Context) -> None:
     """The worker, started after the input was produced; it stays up for the latency part."""
     from streams.bench_kafka import end_offsets_sum
-    from streams.bench_proc import Worker, measure_catch_up, peak_rss_bytes
+    from streams.bench_proc import STEP_CPU, Worker, measure_catch_up, peak_rss_bytes
 
     env = ctx.run.env("main")
     worker = ctx.worker = Worker("main", env, ctx.run.run_dir / "main.log").start()
     _say(f"leadscore: worker pid {worker.pid}, consuming {ctx.total:,} events")
     profiler: list[subprocess.Popen[bytes] | None] = []
-    steps_at_first: dict[str, float] = {}
 
     def on_first() -> None:
-        steps_at_first.update(worker.metric_by_label(STEP_CPU, "step"))
         if ctx.options.profile:
             from streams.bench_profile import start_profiler
 
             profiler.append(start_profiler(worker.pid, ctx.run.run_dir / "profile.txt", PROFILE_S))
 
     result = measure_catch_up([worker], ctx.total, _catch_up_timeout(ctx.total), on_first)
-    steps = cpu_by_step(result, steps_at_first, worker.metric_by_label(STEP_CPU, "step"))
+    steps = cpu_by_step(result, worker.metric_by_label(STEP_CPU, "step"))
     rss = peak_rss_bytes(worker.pid)
     time.sleep(CHANGELOG_SETTLE_S)  # the last batch's changelog records are awaited after the count
     changelog = asyncio.run(
@@ -321,9 +318,9 @@ def part_leadscore(ctx: Context) -> None:
         "worker_settings": env,
         "method": (
             "python -m streams worker as its own process; /metrics leadscore_events_consumed_total (counted "
-            "once a batch's outputs and states are written) polled every 0.2 s: events and CPU "
-            "(/proc/<pid>/stat utime+stime) after the first non-zero poll, over the time from it to the poll "
-            "that reached the total"
+            "once a batch's outputs and states are written) and leadscore_step_cpu_seconds_total polled every "
+            "0.2 s: events and CPU (/proc/<pid>/stat utime+stime) from the last poll before any batch was begun "
+            "(step CPU still 0) to the poll that reached the total, over the time between them"
         ),
     }
     _say(

@@ -25,6 +25,7 @@ from streams.settings import PREFIX
 
 CONSUMED = "leadscore_events_consumed_total"
 REBALANCES = "leadscore_rebalances_total"
+STEP_CPU = "leadscore_step_cpu_seconds_total"
 POLL_S = 0.2
 
 
@@ -149,6 +150,15 @@ class Worker:
             return None
         return metric_total(body.decode(errors="replace"), name) or 0.0
 
+    def metrics(self, *names: str) -> dict[str, float]:
+        """Metrics of ``/metrics``, each summed over its labels, in one request (0.0 for a metric
+        absent, an empty dict if the worker does not answer)."""
+        status, body = http_get(f"{self.url}/metrics?" + "&".join(f"name[]={name}" for name in names))
+        if status != 200:
+            return {}
+        text = body.decode(errors="replace")
+        return {name: metric_total(text, name) or 0.0 for name in names}
+
     def metric_by_label(self, name: str, label: str) -> dict[str, float]:
         """One metric of ``/metrics`` per value of ``label`` (empty if it does not answer)."""
         status, body = http_get(f"{self.url}/metrics?name[]={name}")
@@ -190,6 +200,8 @@ class Sample:
     t: float
     events: float
     cpu_s: float
+    busy_s: float = 0.0  # the workers' leadscore_step_cpu_seconds_total: > 0 once a batch was begun
+    answered: bool = True  # every worker answered on /metrics
 
 
 @dataclass(frozen=True)
@@ -213,21 +225,25 @@ class Throughput:
         }
 
 
-def throughput(first: Sample, last: Sample, before: Sample | None = None) -> Throughput:
-    """From the first sample with events to the last: events and CPU after the first sample, over
-    the time between them. If both are the same poll (all done within one interval), from the last
-    poll without events instead."""
-    start = first if last.t > first.t and last.events > first.events else (before or first)
-    events = last.events - start.events
-    seconds = max(last.t - start.t, 1e-9)
-    cpu = last.cpu_s - start.cpu_s
+def throughput(first: Sample, last: Sample) -> Throughput:
+    """Events and CPU after the first sample, over the time between the two."""
+    events = last.events - first.events
+    seconds = max(last.t - first.t, 1e-9)
+    cpu = last.cpu_s - first.cpu_s
     return Throughput(int(last.events), seconds, events / seconds, cpu, cpu / max(events, 1) * 1e6)
 
 
 def sample(workers: Sequence[Worker]) -> Sample:
-    """Events consumed (summed over the workers' ``/metrics``) and their CPU, now."""
-    counts = [w.metric(CONSUMED) for w in workers]
-    return Sample(time.monotonic(), sum(c or 0.0 for c in counts), sum(cpu_seconds(w.pid) for w in workers))
+    """Events consumed and the CPU of the batch steps (summed over the workers' ``/metrics``), and
+    the workers' process CPU, now."""
+    readings = [w.metrics(CONSUMED, STEP_CPU) for w in workers]
+    return Sample(
+        time.monotonic(),
+        sum(r.get(CONSUMED, 0.0) for r in readings),
+        sum(cpu_seconds(w.pid) for w in workers),
+        sum(r.get(STEP_CPU, 0.0) for r in readings),
+        all(readings),
+    )
 
 
 def measure_catch_up(
@@ -237,22 +253,25 @@ def measure_catch_up(
     on_first: Callable[[], None] | None = None,
     start: Sample | None = None,
 ) -> Throughput:
-    """Poll the workers' ``leadscore_events_consumed_total`` (summed) and their CPU every 0.2 s,
-    from the first non-zero count (or from ``start``) until it reaches ``total``."""
+    """Poll the workers every 0.2 s until their ``leadscore_events_consumed_total`` (summed, counted
+    once a batch is written) reaches ``total``; measure from ``start``, else from the last poll
+    before any batch was begun (``leadscore_step_cpu_seconds_total`` still 0), so that the window
+    holds all the work on the events and little else. ``on_first`` is called at the first poll
+    that finds a batch begun."""
     deadline = time.monotonic() + timeout_s
-    before: Sample | None = None
     first = start
+    begun = False
     while True:
         began = time.monotonic()
         now = sample(workers)
-        if first is None and now.events > 0:
-            first = now
+        if not begun and now.busy_s > 0:
+            begun = True
             if on_first is not None:
                 on_first()
-        elif first is None:
-            before = now
+        elif not begun and start is None and now.answered:
+            first = now
         if first is not None and now.events >= total:
-            return throughput(first, now, before)
+            return throughput(first, now)
         for worker in workers:
             worker.check_alive()
         if began > deadline:

@@ -11,6 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from scoring.engine import Scorer
 from scoring.events import EventKind
+from streams import bench_proc
 from streams.bench import PARTS, BenchOptions, Run, cpu_by_step, parse_skip, settings_of, source_digests_in
 from streams.bench_decay import decay_bench
 from streams.bench_input import JourneyStream, catch_up_input, latency_templates, partition_for, profile_records
@@ -90,9 +91,39 @@ def test_throughput_counts_after_the_first_sample() -> None:
     assert result.events == 5000
     assert result.events_per_s == 2000
     assert result.cpu_us_per_event == pytest.approx(50.0)
-    # all done within one poll: from the last poll without events instead
-    result = throughput(Sample(10.0, 5000, 1.0), Sample(10.0, 5000, 1.0), Sample(9.5, 0, 0.9))
-    assert result.events_per_s == pytest.approx(10000)
+
+
+class PolledWorker:
+    """A worker whose polls answer from a script: (events done, step CPU, process CPU) per poll."""
+
+    def __init__(self, polls: list[tuple[float, float, float] | None]) -> None:
+        self.polls = polls
+        self.pid = 0
+        self.cpu = 0.0
+
+    def metrics(self, *names: str) -> dict[str, float]:
+        poll = self.polls.pop(0)
+        if poll is None:
+            return {}  # not answering yet (starting)
+        events, busy, self.cpu = poll
+        return {"leadscore_events_consumed_total": events, "leadscore_step_cpu_seconds_total": busy}
+
+    def check_alive(self) -> None:
+        pass
+
+
+def test_the_catch_up_is_measured_from_the_last_poll_before_any_batch_was_begun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = PolledWorker([None, (0, 0.0, 2.0), (0, 0.0, 2.1), (0, 0.5, 2.7), (3000, 1.0, 3.3), (4000, 1.4, 4.1)])
+    monkeypatch.setattr(bench_proc, "cpu_seconds", lambda pid: worker.cpu)
+    monkeypatch.setattr(bench_proc, "POLL_S", 0.0)
+    begun: list[int] = []
+    result = bench_proc.measure_catch_up([worker], 4000, 60.0, lambda: begun.append(len(worker.polls)))  # type: ignore[list-item]
+    assert result.events == 4000
+    assert result.cpu_s == pytest.approx(2.0)  # from the idle poll at 2.1 s of CPU: the batches' CPU only
+    assert result.cpu_us_per_event == pytest.approx(500.0)
+    assert begun == [2]  # at the first poll that found a batch begun
 
 
 def test_process_readings_of_this_process() -> None:
@@ -250,9 +281,9 @@ def test_cpu_by_step_divides_each_step_by_the_window_and_leaves_the_rest() -> No
     window = throughput(Sample(10.0, 1000, 1.0), Sample(12.0, 5000, 1.2))  # 4,000 events, 50 us each
     first = {"read": 1.0, "score": 2.0, "encode": 0.5, "store": 0.1}
     last = {"read": 1.004, "score": 2.08, "encode": 0.52, "store": 0.104}
-    steps = cpu_by_step(window, first, last)
+    steps = cpu_by_step(window, {step: last[step] - first[step] for step in first})
     assert steps == {"read": 1.0, "score": 20.0, "encode": 5.0, "store": 1.0, "rest": 23.0}
-    assert cpu_by_step(window, first, {}) == {}  # the worker did not answer
+    assert cpu_by_step(window, {}) == {}  # the worker did not answer
 
 
 def test_markdown_gives_the_cpu_by_step() -> None:

@@ -256,8 +256,8 @@ def measure_catch_up(
     """Poll the workers every 0.2 s until their ``leadscore_events_consumed_total`` (summed, counted
     once a batch is written) reaches ``total``; measure from ``start``, else from the last poll
     before any batch was begun (``leadscore_step_cpu_seconds_total`` still 0), so that the window
-    holds all the work on the events and little else. ``on_first`` is called at the first poll
-    that finds a batch begun."""
+    holds all the work on the events and little else (from the first poll that finds one begun if
+    none answered before). ``on_first`` is called at the first poll that finds a batch begun."""
     deadline = time.monotonic() + timeout_s
     first = start
     begun = False
@@ -266,6 +266,8 @@ def measure_catch_up(
         now = sample(workers)
         if not begun and now.busy_s > 0:
             begun = True
+            if first is None:  # no idle poll answered before the work began: from this one
+                first = now
             if on_first is not None:
                 on_first()
         elif not begun and start is None and now.answered:

@@ -126,6 +126,15 @@ def test_the_catch_up_is_measured_from_the_last_poll_before_any_batch_was_begun(
     assert begun == [2]  # at the first poll that found a batch begun
 
 
+def test_a_worker_busy_at_its_first_answer_is_measured_from_that_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = PolledWorker([None, None, (1000, 0.5, 2.0), (4000, 1.4, 3.5)])
+    monkeypatch.setattr(bench_proc, "cpu_seconds", lambda pid: worker.cpu)
+    monkeypatch.setattr(bench_proc, "POLL_S", 0.0)
+    result = bench_proc.measure_catch_up([worker], 4000, 60.0)  # type: ignore[list-item]
+    assert result.cpu_s == pytest.approx(1.5)
+    assert result.cpu_us_per_event == pytest.approx(500.0)  # 3,000 events after the first answer
+
+
 def test_process_readings_of_this_process() -> None:
     assert cpu_seconds() > 0
     assert peak_rss_bytes(os.getpid()) > 1_000_000

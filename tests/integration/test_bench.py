@@ -45,6 +45,7 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     _positive(report["baseline"], "events_per_s", "seconds", "peak_rss_bytes")
     _positive(report["leadscore"], "events_per_s", "cpu_us_per_event", "peak_rss_bytes", "changelog_messages")
     assert report["leadscore"]["ratio_to_baseline"] > 0
+    _positive(report["leadscore"]["cpu_us_per_event_by_step"], "read", "score", "encode", "store")
     assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
     for level in report["latency"]["levels"]:
         _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms")

@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> Service:
         broker_heartbeat_interval=settings.group.heartbeat_interval_s,
         consumer_group_instance_id=settings.group.instance_id,
         broker_max_poll_records=settings.max_poll_records or None,
+        consumer_max_fetch_size=settings.fetch_bytes,
     )
     install_full_metadata(app)  # before anything creates the producer
     install_cheap_revocation()

@@ -1,4 +1,4 @@
-"""LEADSCORE_SESSION_TIMEOUT and _GROUP_INSTANCE_ID: the worker's consumer-group membership."""
+"""LEADSCORE_SESSION_TIMEOUT and _GROUP_INSTANCE_ID: the worker's consumer-group membership; LEADSCORE_FETCH_BYTES."""
 
 import pytest
 
@@ -40,3 +40,15 @@ def test_a_bad_instance_id_is_refused(raw: str) -> None:
 def test_the_instance_id_reaches_the_consumer_configuration() -> None:
     settings = settings_from_env({"LEADSCORE_GROUP_INSTANCE_ID": "worker-a"})
     assert create_app(settings).app.conf.consumer_group_instance_id == "worker-a"
+
+
+def test_the_fetch_size_per_partition_is_faust_s_unless_set() -> None:
+    assert create_app(settings_from_env({})).app.conf.consumer_max_fetch_size == 1024**2
+    settings = settings_from_env({"LEADSCORE_FETCH_BYTES": "4194304"})
+    assert create_app(settings).app.conf.consumer_max_fetch_size == 4 * 1024**2
+
+
+@pytest.mark.parametrize("raw", ["lots", "1000"])
+def test_a_bad_fetch_size_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="LEADSCORE_FETCH_BYTES"):
+        settings_from_env({"LEADSCORE_FETCH_BYTES": raw})

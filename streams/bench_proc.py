@@ -145,14 +145,11 @@ class Worker:
 
     def metric(self, name: str) -> float | None:
         """One metric of ``/metrics`` summed over its labels; ``None`` if it does not answer."""
-        status, body = http_get(f"{self.url}/metrics?name[]={name}")  # only that one: cheap to render
-        if status != 200:
-            return None
-        return metric_total(body.decode(errors="replace"), name) or 0.0
+        return self.metrics(name).get(name)
 
     def metrics(self, *names: str) -> dict[str, float]:
-        """Metrics of ``/metrics``, each summed over its labels, in one request (0.0 for a metric
-        absent, an empty dict if the worker does not answer)."""
+        """Metrics of ``/metrics``, each summed over its labels, in one request for only these (cheap
+        to render; 0.0 for a metric absent, an empty dict if the worker does not answer)."""
         status, body = http_get(f"{self.url}/metrics?" + "&".join(f"name[]={name}" for name in names))
         if status != 200:
             return {}

@@ -45,6 +45,16 @@ What it replaces, and why:
   commit failing meanwhile (Faust records its offset as committed even then), write them again.
   :meth:`CleanAssignmentConsumer.on_partitions_assigned` clears them before the new assignment's
   seek (in both consumption modes).
+- **Reading dropped records again.** Records fetched but not scored (a rebalance began or
+  completed meanwhile, a partition paused, a batch whose membership was lost) have already moved
+  the fetch position past them. :meth:`BatchConsumer._read_again` seeks back to them only while
+  nothing else has moved that position since the fetch (a fetch notes each partition's position
+  in the consumer's thread, where the check and the seek also run), and under a lock that Faust's
+  own seeks (``perform_seek``, ``seek_wait``) take too. Faust seeks from the event loop's thread
+  while its seek to the committed offsets runs in the consumer's, so a seek back could land after
+  that one: the worker then read on from the dropped batch, never read the records between the
+  committed offset and it, and Faust's commit stalled there for good (seen in the reliability
+  tier: a partition committed to 736 of 1,759 for five minutes while the worker ran on).
 - **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
   all topics until it tracks one (``add_topic``, called when a send finds its topic missing, as
   for a changelog Faust has just created), and from then on of the tracked topics only. A batch
@@ -119,6 +129,9 @@ class BatchConsumer(CleanAssignmentConsumer):
     # The group a topic partition's batch is handled in (batches of one group go to one call).
     group_of: Callable[[Any], Hashable] = staticmethod(lambda tp: tp)
     _in_batch: asyncio.Lock | None = None
+    _seeking: asyncio.Lock | None = None
+    # Each partition of the last fetch: its fetch state and position as the records were handed out.
+    _fetched_at: Mapping[Any, tuple[Any, int | None] | None] = {}
     last_loop_at: float | None = None
 
     def _batch_lock(self) -> asyncio.Lock:
@@ -246,42 +259,99 @@ class BatchConsumer(CleanAssignmentConsumer):
     def _may_continue(self, generation: int) -> bool:
         return bool(self.flow_active) and self.app.consumer_generation_id == generation
 
+    def _seek_lock(self) -> asyncio.Lock:
+        """Held by every seek of this consumer's partitions: Faust's (the recovery's seek of the
+        changelogs, the seek of every partition to its committed offset) and this class's."""
+        if self._seeking is None:
+            self._seeking = asyncio.Lock()
+        return self._seeking
+
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset, never interleaved
+        with :meth:`_read_again`."""
+        async with self._seek_lock():
+            await super().perform_seek()
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Faust's seek of changelog partitions (recovery), never interleaved with
+        :meth:`_read_again`."""
+        async with self._seek_lock():
+            await super().seek_wait(partitions)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's name)
+        """Faust's fetch, noting in the consumer's thread, as the records are handed out, where each
+        of their partitions' fetch position then stands (:meth:`_read_again` compares)."""
+        thread = self._thread
+        client = thread._ensure_consumer()
+
+        async def fetch() -> Any:
+            partitions: Any = active_partitions  # Faust's own getmany passes it as it comes
+            records = await thread._fetch_records(
+                client, partitions, timeout=timeout, max_records=client._max_poll_records
+            )
+            self._fetched_at = {tp: _fetch_position(client, tp) for tp in records}
+            return records
+
+        return await thread.call_thread(fetch)
+
+    async def _read_again(self, dropped: Sequence[tuple[Any, Sequence[Any]]]) -> list[Any]:
+        """Seek each dropped batch's partition back to the batch's first record, so it is read
+        again, unless something has moved the partition's fetch position since the fetch that
+        returned the batch: the seek of a new assignment to its committed offsets, the recovery's
+        seek of a changelog, or a new assignment altogether. Then that position is the right one
+        and seeking back would skip the records between it and the batch, a hole Faust's commit
+        never gets past (the partition stalls at its committed offset while the worker reads on).
+        The check and the seek are one step in the consumer's thread, and Faust's own seeks take
+        the same lock, so none can come between them. Return the partitions sought back."""
+        fetched_at = self._fetched_at
+        client = self._thread._ensure_consumer()
+
+        async def seek_back() -> list[Any]:
+            sought = []
+            for tp, batch in dropped:
+                mark, now = fetched_at.get(tp), _fetch_position(client, tp)
+                if batch and mark is not None and now is not None and now[0] is mark[0] and now[1] == mark[1]:
+                    client.seek(tp, batch[0].offset)
+                    sought.append(tp)
+            return sought
+
+        async with self._seek_lock():
+            sought: list[Any] = await self._thread.call_thread(seek_back)
+            first = {tp: batch[0].offset for tp, batch in dropped if batch}
+            for tp in sought:
+                self._read_offset[tp] = first[tp] if first[tp] else None
+        return sought
+
     async def _rewind(self, dropped: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
-        """Seek back to records fetched but not processed: the fetch position has already moved
+        """Read again records fetched but not processed: the fetch position has already moved
         past them, and nothing else guarantees they are read again (stock Faust drops them and
-        relies on a later seek to the committed offset, which may come before this fetch).
-        Called with the batch lock held, so a revocation (which waits for it) cannot complete and
-        the new assignment's seek to the committed offsets comes after this one, never before."""
+        relies on a later seek to the committed offset, which may come before this fetch)."""
         if self.app.consumer_generation_id != generation:
             await self._resync(dropped)
             return
-        for tp, batch in dropped:
-            if batch and tp in self.assignment():
-                await self.seek(tp, batch[0].offset)
-                self._read_offset[tp] = batch[0].offset if batch[0].offset else None
+        await self._read_again(dropped)
 
     async def _resync(self, fetched: Sequence[tuple[Any, Sequence[Any]]]) -> None:
-        """Drop records fetched before a rebalance that has completed since, and read on from where
-        the new assignment sought (the committed offset). A worker frozen past its session timeout
-        (SIGSTOP, a long GC or VM pause) wakes up holding such records: acking them, or moving the
-        read offset past them, left the records between the committed offset and them unread
-        forever, a hole Faust's commit never passes (found by tests/reliability/test_sigstop.py)."""
+        """Drop records fetched before a rebalance that has completed since. A worker frozen past
+        its session timeout (SIGSTOP, a long GC or VM pause) wakes up holding such records:
+        acking them, or moving the read offset past them, left the records between the committed
+        offset and them unread forever, a hole Faust's commit never passes (found by
+        tests/reliability/test_sigstop.py). The new assignment reads from its committed offsets;
+        a batch handed out from the new assignment before its seek is read again
+        (:meth:`_read_again`)."""
+        sought = set(await self._read_again(fetched))
         for tp, batch in fetched:
-            if batch and tp in self.assignment():
-                target = self._read_offset.get(tp)
-                if target is None:  # no committed offset (or the recovery's seek is still to come)
-                    target = batch[0].offset
+            if batch:
                 logger.log(
                     logging.WARNING if tp.topic in self.batch_topics else logging.INFO,
-                    "dropped %d records of %s[%d] (offsets %d-%d) fetched before a rebalance; reading on at offset %d",
+                    "dropped %d records of %s[%d] (offsets %d-%d) fetched before a rebalance; %s",
                     len(batch),
                     tp.topic,
                     tp.partition,
                     batch[0].offset,
                     batch[-1].offset,
-                    target,
+                    "reading them again" if tp in sought else "reading on where the new assignment sought",
                 )
-                await self.seek(tp, target)
 
     async def _gap_before(self, tp: Any, last: int | None, batch: Sequence[Any]) -> None:
         """Tell Faust's bookkeeping about offsets that will never come (compaction, markers)."""
@@ -336,6 +406,15 @@ class BatchConsumer(CleanAssignmentConsumer):
             message = self._to_message(tp, record)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             previous = record.offset
+
+
+def _fetch_position(client: Any, tp: Any) -> tuple[Any, int | None] | None:
+    """The aiokafka ``client``'s fetch state of ``tp`` (one object per assignment) and its
+    position, or None when ``tp`` is not assigned."""
+    subscription = client._subscription.subscription
+    assignment = None if subscription is None else subscription.assignment
+    state = None if assignment is None else assignment.state_value(tp)
+    return None if state is None else (state, state._position)
 
 
 def _clear_end_signal_on_start(recovery: Any) -> None:

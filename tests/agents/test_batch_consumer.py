@@ -32,11 +32,32 @@ def records(partition: int, first: int, count: int) -> list[Any]:
     return [SimpleNamespace(partition=partition, offset=first + i) for i in range(count)]
 
 
-def consumer(handler: Any) -> Any:
+class FakeClient:
+    """The parts of an aiokafka consumer the batch consumer's seeks use: one fetch state per
+    assigned partition (replaced by a new assignment), its position, and ``seek``."""
+
+    def __init__(self) -> None:
+        self.states: dict[TP, SimpleNamespace] = {}
+        self.sought: list[tuple[str, int, int]] = []
+        assignment = SimpleNamespace(state_value=self.states.get)
+        self._subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+
+    def assign(self, *tps: TP) -> None:
+        """A new assignment: fresh fetch states, no position until reset."""
+        self.states.clear()
+        self.states.update({t: SimpleNamespace(_position=None) for t in tps})
+
+    def seek(self, t: TP, offset: int) -> None:
+        self.states[t]._position = offset
+        self.sought.append((t.topic, t.partition, offset))
+
+
+def consumer(handler: Any, *tps: TP) -> Any:
     c: Any = BatchConsumer.__new__(BatchConsumer)
     c.app = SimpleNamespace(consumer_generation_id=GENERATION)
     c.flow_active = True
     c._in_batch = None
+    c._seeking = None
     c._committed_offset = defaultdict(lambda: None)
     c._acked = defaultdict(list)
     c._acked_index = defaultdict(set)
@@ -44,14 +65,22 @@ def consumer(handler: Any) -> Any:
     c._read_offset = defaultdict(lambda: None)
     c.batch_handler = handler
     c.group_of = lambda t: t.partition
-    c.sought = []
+    c.client = FakeClient()
+    c.client.assign(*tps)
 
-    async def seek(t: Any, offset: int) -> None:
-        c.sought.append((t.topic, t.partition, offset))
+    async def call_thread(fun: Any, *args: Any, **kwargs: Any) -> Any:
+        return await fun(*args, **kwargs)
 
-    c.seek = seek
-    c.assignment = lambda: {t for t in c._tps}
+    c._thread = SimpleNamespace(_ensure_consumer=lambda: c.client, call_thread=call_thread)
+    c.assignment = lambda: set(c.client.states)
     return c
+
+
+def fetch(c: Any, batches: Sequence[tuple[TP, Sequence[Any]]]) -> None:
+    """What a fetch leaves behind: each partition's position just past its batch, noted."""
+    for t, batch in batches:
+        c.client.states[t]._position = batch[-1].offset + 1
+    c._fetched_at = {t: (c.client.states[t], c.client.states[t]._position) for t, _ in batches}
 
 
 async def test_one_partition_numbers_batches_go_to_one_call_and_the_groups_run_concurrently() -> None:
@@ -64,10 +93,10 @@ async def test_one_partition_numbers_batches_go_to_one_call_and_the_groups_run_c
             both_started.set()
         await asyncio.wait_for(both_started.wait(), 2)  # a group run after the other never sees both
 
-    c = consumer(handler)
     visits0, emails0, visits1 = tp("visits", 0), tp("emails", 0), tp("visits", 1)
-    c._tps = [visits0, emails0, visits1]
+    c = consumer(handler, visits0, emails0, visits1)
     scored = [(visits0, records(0, 0, 3), None), (emails0, records(0, 10, 2), None), (visits1, records(1, 5, 4), 5)]
+    fetch(c, [(t, b) for t, b, _ in scored])
     await c._score_fetched(scored, GENERATION)
 
     assert sorted(calls) == [[("visits", 0), ("emails", 0)], [("visits", 1)]]
@@ -75,7 +104,7 @@ async def test_one_partition_numbers_batches_go_to_one_call_and_the_groups_run_c
     assert c._acked[emails0] == [10, 11]
     assert c._acked[visits1] == [5, 6, 7, 8]
     assert (c._read_offset[visits0], c._read_offset[emails0], c._read_offset[visits1]) == (2, 11, 8)
-    assert c.sought == []
+    assert c.client.sought == []
 
 
 async def test_a_group_that_lost_membership_is_rewound_and_the_others_are_acked() -> None:
@@ -83,14 +112,14 @@ async def test_a_group_that_lost_membership_is_rewound_and_the_others_are_acked(
         if group[0][0].partition == 1:
             raise MembershipLost("gone")
 
-    c = consumer(handler)
     visits0, visits1 = tp("visits", 0), tp("visits", 1)
-    c._tps = [visits0, visits1]
+    c = consumer(handler, visits0, visits1)
+    fetch(c, [(visits0, records(0, 0, 2)), (visits1, records(1, 7, 3))])
     await c._score_fetched([(visits0, records(0, 0, 2), None), (visits1, records(1, 7, 3), 6)], GENERATION)
 
     assert c._acked[visits0] == [0, 1]
     assert c._acked[visits1] == []
-    assert c.sought == [("visits", 1, 7)]  # read again from its first unscored record
+    assert c.client.sought == [("visits", 1, 7)]  # read again from its first unscored record
     assert c._read_offset[visits1] == 7
 
 
@@ -99,9 +128,8 @@ async def test_an_unexpected_failure_is_raised_after_the_other_groups_are_acked(
         if group[0][0].partition == 0:
             raise RuntimeError("dead-letter topic refusing records")
 
-    c = consumer(handler)
     visits0, visits1 = tp("visits", 0), tp("visits", 1)
-    c._tps = [visits0, visits1]
+    c = consumer(handler, visits0, visits1)
     with pytest.raises(RuntimeError):
         await c._score_fetched([(visits0, records(0, 0, 2), None), (visits1, records(1, 0, 2), None)], GENERATION)
     assert c._acked[visits0] == []
@@ -110,17 +138,66 @@ async def test_an_unexpected_failure_is_raised_after_the_other_groups_are_acked(
 
 async def test_nothing_is_acked_when_the_group_moved_on_meanwhile() -> None:
     c: Any = None
+    visits0 = tp("visits", 0)
 
     async def handler(group: Sequence[tuple[Any, Sequence[Any]]]) -> None:
         c.app.consumer_generation_id = GENERATION + 1  # a rebalance completed while scoring
+        c.client.assign(visits0)  # the same partition again, in a new assignment
 
-    c = consumer(handler)
-    visits0 = tp("visits", 0)
-    c._tps = [visits0]
-    c._read_offset[visits0] = 4  # where the new assignment sought: the committed offset
+    c = consumer(handler, visits0)
+    fetch(c, [(visits0, records(0, 4, 3))])
     await c._score_fetched([(visits0, records(0, 4, 3), None)], GENERATION)
     assert c._acked[visits0] == []
-    assert c.sought == [("visits", 0, 4)]
+    assert c.client.sought == []  # the new assignment reads from its committed offset
+
+
+async def test_records_fetched_before_the_seek_to_the_committed_offset_are_not_sought_back_after_it() -> None:
+    # The stall found by the reliability tier: a batch of the old assignment, dropped after the new
+    # assignment had sought its committed offset (736), was sought back to its first offset (900):
+    # the worker read on from 900, never read 736-899, and Faust's commit never got past 736.
+    visits0 = tp("visits", 0)
+    c = consumer(None, visits0)
+    fetch(c, [(visits0, records(0, 900, 50))])
+    c.client.seek(visits0, 736)  # the new assignment's seek, after the fetch (Faust notes it once done)
+    c.client.sought.clear()
+    await c._resync([(visits0, records(0, 900, 50))])
+    assert c.client.sought == []
+    assert c.client.states[visits0]._position == 736
+
+
+async def test_records_handed_out_after_the_seek_but_dropped_as_stale_are_read_again() -> None:
+    visits0 = tp("visits", 0)
+    c = consumer(None, visits0)
+    fetch(c, [(visits0, records(0, 736, 20))])  # from the new assignment's position, nothing moved it since
+    await c._resync([(visits0, records(0, 736, 20))])
+    assert c.client.sought == [("visits", 0, 736)]
+    assert c._read_offset[visits0] == 736
+
+
+async def test_a_seek_to_the_committed_offsets_under_way_finishes_before_records_are_sought_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    visits0 = tp("visits", 0)
+    c = consumer(None, visits0)
+    fetch(c, [(visits0, records(0, 900, 50))])
+    committed_fetched = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def seek_to_committed() -> dict[TP, int]:  # aiokafka's: ask the coordinator, then seek
+        committed_fetched.set()
+        await answer.wait()
+        c.client.seek(visits0, 736)
+        return {visits0: 736}
+
+    c.seek_to_committed = seek_to_committed
+    seeking = asyncio.ensure_future(c.perform_seek())
+    await committed_fetched.wait()
+    dropping = asyncio.ensure_future(c._rewind([(visits0, records(0, 900, 50))], GENERATION))
+    await asyncio.sleep(0.01)
+    answer.set()
+    await asyncio.gather(seeking, dropping)
+    assert c.client.sought == [("visits", 0, 736)]
+    assert (c.client.states[visits0]._position, c._read_offset[visits0], c._committed_offset[visits0]) == (736,) * 3
 
 
 async def test_a_new_assignment_starts_without_the_bookkeeping_written_after_the_revocation(

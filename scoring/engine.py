@@ -361,9 +361,22 @@ class Scorer:
         excess = max(len(keep) - rules.max_tracked_events * 3 // 4, 0)
         cut = max(keep[excess - 1][1] if excess else horizon, horizon)
         state.seen = {eid: at for eid, at in keep if at > cut}
-        state.seen_floor = max(state.seen_floor, cut)
-        for window in [w for w in state.cap_windows if max(state.cap_windows[w]) <= cut]:
+        state.seen_floor = floor = max(state.seen_floor, cut)
+        # A cap window is forgotten once no event it could still count can come (every event at or
+        # before the floor is refused); one that still takes events keeps its earliest N, or the
+        # cap would count anew within it.
+        for window in [w for w in state.cap_windows if self._window_closed(w, state.cap_windows[w], floor)]:
             del state.cap_windows[window]
+
+    def _window_closed(self, window: str, counted: list[int], floor: int) -> bool:
+        """Whether no event after ``floor`` falls in the cap window ``rule@index``; for a rule the
+        rules no longer have (or no longer cap), whether its counted events are all at or before it."""
+        rule_id, _, index = window.rpartition("@")
+        rule = self.rules.by_id.get(rule_id)
+        cap = None if rule is None else rule.cap
+        if cap is None or not index.lstrip("-").isdigit():
+            return max(counted) <= floor
+        return (int(index) + 1) * cap.window_ms - 1 <= floor
 
     def _apply(
         self, state: LeadState, event: Event, now_ms: int, outputs: list[object], pending: dict[str, int]

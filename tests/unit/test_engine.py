@@ -320,3 +320,21 @@ def test_an_mql_that_decays_between_two_events_of_one_batch_settles_as_one_event
     assert batch_states["a"].stage is Stage.NURTURE
     assert batch_states["b"].stage is Stage.MQL
     assert batch_states["b"].due_at == scorer.due_at(batch_states["b"], batch_states["b"].last_event_at)  # type: ignore[arg-type]
+
+
+def test_forgetting_old_event_ids_keeps_a_window_that_can_still_be_counted_in() -> None:
+    # A lead past max_tracked_events forgets its oldest event ids. The cap window of the day it is
+    # in still takes events, so it must not be forgotten with them, or the day's cap counts anew.
+    text = "[engagement]\nmax_tracked_events = 12\n" + (
+        '[[engagement_rules]]\nid = "any"\nevent = "web_visit"\nurl = "/*"\npoints = 1\n'
+        'cap = { count = 3, window = "1d" }\n'
+    )
+    scorer = Scorer(parse_rules(text))
+    day = T0 - T0 % DAY_MS
+    _, states = run(scorer, [visit("a", f"v{i}", day + i * 60_000, "/x") for i in range(40)])
+    assert states["a"].counts["any"] == 3
+    # The same result one event at a time (the forgetting then happens at other points).
+    single: dict[str, LeadState] = {}
+    for i in range(40):
+        _, single = run(scorer, [visit("a", f"v{i}", day + i * 60_000, "/x")], states=single)
+    assert single["a"].counts["any"] == 3

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.dead_letters import DeadLetterBlocked
-from agents.output import fenced, send_outputs
+from agents.output import fenced, left_to_next_owner, send_outputs
 from scoring.engine import BatchResult
 from scoring.errors import InvalidEvent
 from scoring.events import EventKind
@@ -197,6 +197,7 @@ def register_identity(service: "Service") -> None:
             message = event.message
             try:
                 await handle_safely([message])
-            except MembershipLost:  # frozen past the session timeout: the partition's next owner reads it
+            except MembershipLost as lost:  # frozen past the session timeout: the partition's next owner reads it
+                left_to_next_owner(message, lost)
                 continue
             service.note_progress(message.topic, message.partition, message.timestamp)

@@ -1,5 +1,6 @@
 """What every agent does with a scoring result: send, dead-letter, record the states, count."""
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from streams.faust_internals import MembershipLost, confirm_membership, read_sta
 
 if TYPE_CHECKING:
     from streams.app import Service
+
+log = logging.getLogger(__name__)
 
 
 def decode_states(values: dict[bytes, bytes]) -> dict[str, LeadState]:
@@ -133,6 +136,21 @@ async def fenced(service: "Service") -> None:
     except MembershipLost:
         service.metrics.zombie_writes_refused.inc()
         raise
+
+
+def left_to_next_owner(message: Any, lost: MembershipLost) -> None:
+    """Log a record an agent let go of because this worker is no longer a member of the group
+    generation it was handed out in (the partition's next owner reads it from the committed offset)."""
+    log.warning(
+        "membership lost; record left to the partition's next owner",
+        extra={
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "generation": message.generation_id,
+            "detail": str(lost),
+        },
+    )
 
 
 async def dead_letter(service: "Service", message: Any, reason: str, detail: str) -> None:

@@ -5,7 +5,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agents.dead_letters import DeadLetterBlocked
-from agents.output import apply_result, dead_letter, load_erased, load_states
+from agents.output import apply_result, dead_letter, left_to_next_owner, load_erased, load_states
 from scoring.engine import InputRecord
 from streams.faust_internals import MembershipLost
 
@@ -49,8 +49,9 @@ def register_scoring(service: "Service") -> None:
                     await score_record(service, message)
             except DeadLetterBlocked:
                 raise  # stopping while the dead-letter topic refuses records: the record is not acked
-            except MembershipLost:  # frozen past the session timeout: the partition's next owner reads it
+            except MembershipLost as lost:  # frozen past the session timeout: the partition's next owner reads it
                 service.caches.pop(message.partition, None)
+                left_to_next_owner(message, lost)
                 continue
             except Exception as exc:
                 # Faust would ack the record and lose it: dead-letter it and go on.

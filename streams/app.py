@@ -169,7 +169,7 @@ def create_app(settings: Settings) -> Service:
 
         install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle, group_of)
     else:
-        from streams.faust_internals import install_clean_assignment
+        from streams.faust_internals import install_record_consumption
 
-        install_clean_assignment(app)
+        install_record_consumption(app)
     return service

@@ -227,7 +227,107 @@ async def test_a_new_assignment_starts_without_the_bookkeeping_written_after_the
     assert c._gap == {}
 
 
-@pytest.mark.parametrize(("consumption", "kind"), [("batch", BatchConsumer), ("agent", CleanAssignmentConsumer)])
-def test_both_consumption_modes_start_each_assignment_afresh(consumption: str, kind: type) -> None:
+@pytest.mark.parametrize(("consumption", "batch_scored"), [("batch", True), ("agent", False)])
+def test_both_consumption_modes_start_each_assignment_afresh(consumption: str, batch_scored: bool) -> None:
     app = create_app(settings_from_env({"LEADSCORE_CONSUMPTION": consumption})).app
-    assert type(app._new_consumer()) is kind
+    made = app._new_consumer()
+    assert type(made) is BatchConsumer  # a CleanAssignmentConsumer, with the rebalance-aware stock path
+    assert bool(made.batch_topics) is batch_scored
+
+
+def stock_consumer(*tps: TP, after: Any = None) -> tuple[Any, list[int]]:
+    """A consumer whose stock path hands records to a callback that notes their offsets, then
+    calls ``after(consumer, offset)`` (what happens while a record is being handed over)."""
+    c = consumer(None, *tps)
+    c.app.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+    c._to_message = lambda t, record: record
+    handed: list[int] = []
+
+    async def callback(message: Any) -> None:
+        handed.append(message.offset)
+        if after is not None:
+            after(c, message.offset)
+
+    async def wait_first(*coroutines: Any) -> None:
+        await coroutines[0]
+        for other in coroutines[1:]:
+            other.close()
+
+    c.callback, c.wait_first = callback, wait_first
+    c.suspend_flow = SimpleNamespace(wait=lambda: asyncio.sleep(0))
+    return c, handed
+
+
+async def test_the_stock_path_hands_every_record_over_and_moves_the_read_offset() -> None:
+    visits0 = tp("visits", 0)
+    c, handed = stock_consumer(visits0)
+    fetch(c, [(visits0, records(0, 10, 5))])
+    await c._stock_path(visits0, records(0, 10, 5), 9, GENERATION)
+    assert handed == [10, 11, 12, 13, 14]
+    assert c._read_offset[visits0] == 14
+    assert c.client.sought == []
+
+
+async def test_the_stock_path_stops_at_a_completed_rebalance_without_moving_the_read_offset_past_the_new_seek() -> None:
+    # A worker thawed after its session expired: while a record of its old assignment was being
+    # handed over, the group completed a rebalance and the new assignment sought the committed
+    # offset (5). Stock Faust then set the read offset to the record's offset (12) and dropped
+    # 5-11 as already read when they came again: the partition's commit stalled at 5.
+    visits0 = tp("visits", 0)
+
+    def rebalance(c: Any, offset: int) -> None:
+        if offset == 12:
+            c.app.consumer_generation_id = GENERATION + 1
+            c.client.assign(visits0)
+            c.client.seek(visits0, 5)
+            c._read_offset[visits0] = 5
+
+    c, handed = stock_consumer(visits0, after=rebalance)
+    fetch(c, [(visits0, records(0, 10, 5))])
+    await c._stock_path(visits0, records(0, 10, 5), 9, GENERATION)
+    assert handed == [10, 11, 12]
+    assert c._read_offset[visits0] == 5
+    assert c.client.sought == [("visits", 0, 5)]  # only the new assignment's seek: it reads from there
+
+
+async def test_the_stock_path_reads_again_from_the_record_under_way_when_a_rebalance_begins() -> None:
+    visits0 = tp("visits", 0)
+
+    def rebalance_begins(c: Any, offset: int) -> None:
+        if offset == 11:
+            c.flow_active = False
+
+    c, handed = stock_consumer(visits0, after=rebalance_begins)
+    fetch(c, [(visits0, records(0, 10, 5))])
+    await c._stock_path(visits0, records(0, 10, 5), 9, GENERATION)
+    assert handed == [10, 11]
+    assert c.client.sought == [("visits", 0, 11)]
+    assert c._read_offset[visits0] == 11
+
+
+@pytest.mark.parametrize("kind", [BatchConsumer, CleanAssignmentConsumer])
+def test_a_message_of_an_older_generation_is_not_counted_as_done_by_the_new_assignment(kind: type) -> None:
+    """Faust's stream skips a message handed out before the last rebalance and acks it; its offset,
+    at or above the new assignment's committed one, must not let the commit pass it unscored."""
+    c = consumer(None)
+    c.__class__ = kind
+    c.app.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+    c._unacked_messages = set()
+    c._waiting_for_ack = None
+    visits = tp("visits", 1)
+    c._committed_offset[visits] = 100
+
+    class Message(SimpleNamespace):
+        __hash__ = object.__hash__  # Faust keeps unacked messages in a set
+
+    def message(offset: int, generation: int) -> Any:
+        return Message(topic="visits", tp=visits, offset=offset, generation_id=generation, acked=False)
+
+    stale, fresh = message(102, GENERATION - 1), message(100, GENERATION)
+
+    assert c.ack(stale) is False
+    assert c.ack(fresh) is True
+    assert stale.acked
+    assert fresh.acked
+    assert c._acked[visits] == [100]
+    assert c._acked_index[visits] == {100}

@@ -1,11 +1,11 @@
 """Scenario 4: a worker frozen (SIGSTOP) past its session timeout under load, then thawed (SIGCONT).
 
 While it is frozen, the group gives its partitions to the other worker; when it wakes up it may
-still hold a batch it had fetched. Whatever it does then, no crossing gets a second event id, no
+still hold records it had fetched. Whatever it does then, no crossing gets a second event id, no
 event is lost and the table still equals the replay. Run in both consumption modes: the batch
-consumer drops such a batch unacked and reads on from the new assignment's committed offset; the
-per-event agent (stock Faust consumption) still loses events here, a known defect (README,
-Reliability).
+consumer drops such a batch unacked; the per-record agent's stream skips such records, and the
+consumer neither acks them nor moves its read offset past the new assignment's seek
+(streams/faust_internals.py, ``CleanAssignmentConsumer.ack`` and ``BatchConsumer._stock_path``).
 """
 
 import os
@@ -21,15 +21,8 @@ from tests.integration.worker import WorkerProcess
 from tests.reliability.harness import SESSION_TIMEOUT_S, WORKER_ENV, Load, crossings, lost_total, soak, verify
 from tests.reliability.report import record
 
-AGENT_DEFECT = pytest.mark.xfail(
-    reason="agent consumption: a worker thawed after its session expired loses events (18 to 56 of "
-    "10,752 in most runs); not yet traced, likely records it refused or held from its old assignment "
-    "acked through Faust's stream",
-    strict=False,
-)
 
-
-@pytest.mark.parametrize("consumption", ["batch", pytest.param("agent", marks=AGENT_DEFECT)])
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
 def test_worker_frozen_past_its_session_timeout(
     worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, consumption: str
 ) -> None:

@@ -9,6 +9,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
+
 from scoring.engine import Scorer
 from tests.integration.test_batch_reliability import create_topics, synthetic_input
 from tests.integration.worker import WorkerProcess
@@ -41,18 +43,22 @@ def test_sigterm_rolling_restart_of_two_workers(
     assert figures.problems == []
 
 
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
 def test_scaling_one_three_one_under_load(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, consumption: str
 ) -> None:
+    """Every rebalance moves partitions under load; the agent consumption lost records fetched
+    just before one (streams/faust_internals.py, ``BatchConsumer._stock_path``)."""
     rounds = soak(1, 4)
     data = synthetic_input(names, soak(1000, 4000))
     create_topics(bootstrap, names)
-    first = worker_factory(0, **WORKER_ENV)
+    env = {**WORKER_ENV, "LEADSCORE_CONSUMPTION": consumption}
+    first = worker_factory(0, **env)
     load = Load(bootstrap, data, duration_s=rounds * 35.0).start()
     moves = 0
     for _ in range(rounds):
         time.sleep(2)
-        extra = [worker_factory(1, **WORKER_ENV), worker_factory(2, **WORKER_ENV)]  # 1 -> 3
+        extra = [worker_factory(1, **env), worker_factory(2, **env)]  # 1 -> 3
         moves += 2
         time.sleep(3)
         for worker in extra:  # 3 -> 1
@@ -63,7 +69,7 @@ def test_scaling_one_three_one_under_load(
     load.wait()
     figures = verify(bootstrap, names, scorer, data)
     record_figures(
-        "scaling 1 -> 3 -> 1 workers",
+        "scaling 1 -> 3 -> 1 workers" + ("" if consumption == "batch" else " (agent consumption)"),
         figures,
         faults=moves,
         notes=f"{figures.partitions} inbound partitions consumed to the end; {crossings(figures)}",

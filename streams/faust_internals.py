@@ -53,8 +53,11 @@ What it replaces, and why:
   hand-over to the stream returns, even when a new assignment's seek to the committed offset came
   meanwhile: the records between were then dropped as already read and the commit stalled there.
   :meth:`BatchConsumer._stock_path` stops at a rebalance and reads the rest again instead.
-  (Agent consumption lost 18-80 of 10,752 events, or stalled, in the SIGSTOP scenario of
-  tests/reliability/ until both were in place.)
+  Last, Faust's recovery resumes the stream partitions, awaits the seek to the committed offsets,
+  then resumes the flow, which empties every stream's queue: records handed to a stream during
+  that seek were dropped unprocessed. :meth:`BatchConsumer.perform_seek` holds the stock path's
+  hand-overs from its start until the next flow resume. (Agent consumption lost 18-80 of 10,752
+  events, or stalled, in the SIGSTOP scenario of tests/reliability/ until all three were in place.)
 - **Reading dropped records again.** Records fetched but not scored (a rebalance began or
   completed meanwhile, a partition paused, a batch whose membership was lost) have already moved
   the fetch position past them. :meth:`BatchConsumer._read_again` seeks back to them only while
@@ -156,6 +159,7 @@ class BatchConsumer(CleanAssignmentConsumer):
     group_of: Callable[[Any], Hashable] = staticmethod(lambda tp: tp)
     _in_batch: asyncio.Lock | None = None
     _seeking: asyncio.Lock | None = None
+    _handovers_open: asyncio.Event | None = None
     # Each partition of the last fetch: its fetch state and position as the records were handed out.
     _fetched_at: Mapping[Any, tuple[Any, int | None] | None] = {}
     last_loop_at: float | None = None
@@ -293,11 +297,31 @@ class BatchConsumer(CleanAssignmentConsumer):
             self._seeking = asyncio.Lock()
         return self._seeking
 
+    def _handovers(self) -> asyncio.Event:
+        """Set while the stock path may hand records to a stream (see :meth:`perform_seek`)."""
+        if self._handovers_open is None:
+            self._handovers_open = asyncio.Event()
+            self._handovers_open.set()
+        return self._handovers_open
+
+    def open_handovers(self) -> None:
+        """Called after each of Faust's flow resumes, once the stream queues are emptied."""
+        self._handovers().set()
+
     async def perform_seek(self) -> None:
         """Faust's seek of every assigned partition to its committed offset, never interleaved
-        with :meth:`_read_again`."""
-        async with self._seek_lock():
-            await super().perform_seek()
+        with :meth:`_read_again`. Faust resumes the stream partitions just before it, and resumes
+        the flow just after it, which empties every stream's queue: records handed to a stream
+        meanwhile would be dropped unprocessed (the stock path moved the read offset past them,
+        and with no committed offset yet, Faust's commit skipped them). So no record is handed
+        over from here until that resume (:func:`_open_handovers_on_resume`)."""
+        self._handovers().clear()
+        try:
+            async with self._seek_lock():
+                await super().perform_seek()
+        except BaseException:
+            self.open_handovers()  # the recovery starts over; no resume may follow
+            raise
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         """Faust's seek of changelog partitions (recovery), never interleaved with
@@ -434,7 +458,10 @@ class BatchConsumer(CleanAssignmentConsumer):
         read, and the partition's commit stalled at its committed offset for good."""
         acks = self.app.topics.acks_enabled_for(tp.topic)
         previous = last
+        handovers = self._handovers()
         for index, record in enumerate(batch):
+            if self._may_continue(generation) and not handovers.is_set():
+                await handovers.wait()  # a seek to the committed offsets, then the queues emptied
             if self._may_continue(generation):
                 if acks and previous and record.offset - previous > 1:  # Faust's test: offsets that never come
                     await self._add_gap(tp, previous + 1, record.offset - 1)
@@ -583,9 +610,9 @@ def install_record_consumption(app: Any) -> None:
     app._new_consumer = lambda: _new_consumer(app, BatchConsumer)
 
 
-def _new_consumer(app: Any, kind: type[CleanAssignmentConsumer]) -> Any:
+def _new_consumer(app: Any, kind: type[BatchConsumer]) -> Any:
     """A consumer of class ``kind`` made the way Faust's ``App._new_consumer`` makes its own."""
-    return kind(
+    consumer = kind(
         app.transport,
         callback=app.topics.on_message,
         on_partitions_revoked=app._on_partitions_revoked,
@@ -593,6 +620,20 @@ def _new_consumer(app: Any, kind: type[CleanAssignmentConsumer]) -> Any:
         beacon=app.beacon,
         loop=app.transport.loop,
     )
+    _open_handovers_on_resume(app.flow_control, consumer)
+    return consumer
+
+
+def _open_handovers_on_resume(flow_control: Any, consumer: BatchConsumer) -> None:
+    """Make each of Faust's flow resumes, which empty every stream queue, let ``consumer`` hand
+    records to streams again afterwards (:meth:`BatchConsumer.perform_seek`)."""
+    resume = flow_control.resume
+
+    def resume_then_open_handovers() -> None:
+        resume()
+        consumer.open_handovers()
+
+    flow_control.resume = resume_then_open_handovers
 
 
 def release_databases(databases: list[Any]) -> None:

@@ -17,7 +17,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 
 from streams.app import create_app
-from streams.faust_internals import BatchConsumer, CleanAssignmentConsumer, MembershipLost
+from streams.faust_internals import BatchConsumer, CleanAssignmentConsumer, MembershipLost, _open_handovers_on_resume
 from streams.settings import settings_from_env
 
 pytestmark = pytest.mark.agents
@@ -331,3 +331,35 @@ def test_a_message_of_an_older_generation_is_not_counted_as_done_by_the_new_assi
     assert fresh.acked
     assert c._acked[visits] == [100]
     assert c._acked_index[visits] == {100}
+
+
+async def test_no_record_is_handed_to_a_stream_between_the_seek_to_the_committed_offsets_and_the_flow_resume() -> None:
+    # Faust resumes the stream partitions, awaits the seek to the committed offsets, then resumes
+    # the flow, which empties every stream queue: records handed over in between were dropped
+    # unprocessed (with no committed offset yet, the commit skipped them: events lost).
+    visits0 = tp("visits", 0)
+    c, handed = stock_consumer(visits0)
+    emptied: list[list[int]] = []
+    flow = SimpleNamespace(resume=lambda: emptied.append(list(handed)))
+    _open_handovers_on_resume(flow, c)
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def seek_to_committed() -> dict[TP, int]:
+        asked.set()
+        await answer.wait()
+        return {}
+
+    c.seek_to_committed = seek_to_committed
+    fetch(c, [(visits0, records(0, 10, 3))])
+    seeking = asyncio.ensure_future(c.perform_seek())
+    await asked.wait()
+    handing = asyncio.ensure_future(c._stock_path(visits0, records(0, 10, 3), None, GENERATION))
+    await asyncio.sleep(0.01)
+    answer.set()
+    await seeking
+    await asyncio.sleep(0.01)
+    assert handed == []  # still held: the resume that empties the queues has not come
+    flow.resume()
+    await handing
+    assert emptied == [[]]
+    assert handed == [10, 11, 12]

@@ -593,7 +593,7 @@ def install_batch_consumer(
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
-        consumer = _new_consumer(app, BatchConsumer)
+        consumer = _new_consumer(app)
         consumer.batch_topics = batch_topics
         consumer.batch_handler = handler
         if group_of is not None:
@@ -607,12 +607,12 @@ def install_record_consumption(app: Any) -> None:
     """Make ``app`` hand every record to its agents one by one, as stock Faust does, through the
     batch consumer's loop with no batch-scored topic: its stock path stops at a rebalance and
     reads the rest again, and each assignment starts with clean offset bookkeeping."""
-    app._new_consumer = lambda: _new_consumer(app, BatchConsumer)
+    app._new_consumer = lambda: _new_consumer(app)
 
 
-def _new_consumer(app: Any, kind: type[BatchConsumer]) -> Any:
-    """A consumer of class ``kind`` made the way Faust's ``App._new_consumer`` makes its own."""
-    consumer = kind(
+def _new_consumer(app: Any) -> BatchConsumer:
+    """A batch consumer made the way Faust's ``App._new_consumer`` makes its own."""
+    consumer = BatchConsumer(
         app.transport,
         callback=app.topics.on_message,
         on_partitions_revoked=app._on_partitions_revoked,

@@ -145,12 +145,12 @@ class Scorer:
         return total
 
     def _fit_total(self, state: LeadState) -> float:
-        # Fit depends only on the profile, which changes rarely: kept on the state with the
-        # profile it came from (a dict comparison), else built from memoised per-attribute matches.
-        profile = state.profile
+        # Fit depends only on the profile, which changes rarely: kept on the state until a profile
+        # event changes it (_apply), else built from memoised per-attribute matches.
         memo = state.fit_memo
-        if memo is not None and memo[0] is self.rules and memo[1] == profile:
-            return memo[2]
+        if memo is not None and memo[0] is self.rules:
+            return memo[1]
+        profile = state.profile
         mask = 0
         for attribute, masks in self._fit_masks:
             value = profile.get(attribute)
@@ -162,7 +162,7 @@ class Scorer:
         fit = self._fit_of_mask.get(mask)
         if fit is None:
             fit = self._fit_of_mask[mask] = self._mask_fit(mask)
-        state.fit_memo = (self.rules, dict(profile), fit)
+        state.fit_memo = (self.rules, fit)
         return fit
 
     def _value_mask(self, attribute: str, value: str | int, masks: dict[str | int, int]) -> int:
@@ -332,12 +332,16 @@ class Scorer:
         cap = rule.cap
         counts = state.counts
         if cap is not None:
-            window = f"{rule_id}@{at_ms // cap.window_ms}"
-            counted = state.cap_windows.setdefault(window, [])
-            if len(counted) >= cap.count:
-                if at_ms >= counted[-1]:
+            counted = state.cap_counted.get(rule_id)
+            if counted is None:
+                counted = state.cap_counted[rule_id] = []
+            window_ms = cap.window_ms
+            start = at_ms - at_ms % window_ms  # the fixed window of at_ms: [start, start + window_ms)
+            end = bisect.bisect_left(counted, start + window_ms)
+            if end - bisect.bisect_left(counted, start) >= cap.count:
+                if at_ms >= counted[end - 1]:
                     return False
-                evicted = counted.pop()
+                evicted = counted.pop(end - 1)
                 contribution -= (
                     rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms) * reset_factor(state, evicted)
                 )
@@ -362,21 +366,21 @@ class Scorer:
         cut = max(keep[excess - 1][1] if excess else horizon, horizon)
         state.seen = {eid: at for eid, at in keep if at > cut}
         state.seen_floor = floor = max(state.seen_floor, cut)
-        # A cap window is forgotten once no event it could still count can come (every event at or
-        # before the floor is refused); one that still takes events keeps its earliest N, or the
-        # cap would count anew within it.
-        for window in [w for w in state.cap_windows if self._window_closed(w, state.cap_windows[w], floor)]:
-            del state.cap_windows[window]
-
-    def _window_closed(self, window: str, counted: list[int], floor: int) -> bool:
-        """Whether no event after ``floor`` falls in the cap window ``rule@index``; for a rule the
-        rules no longer have (or no longer cap), whether its counted events are all at or before it."""
-        rule_id, _, index = window.rpartition("@")
-        rule = self.rules.by_id.get(rule_id)
-        cap = None if rule is None else rule.cap
-        if cap is None or not index.lstrip("-").isdigit():
-            return max(counted) <= floor
-        return (int(index) + 1) * cap.window_ms - 1 <= floor
+        # A counted event is forgotten once its cap window has closed (every event at or before the
+        # floor is refused); one whose window still takes events is kept, or the cap would count
+        # anew within it.
+        by_id = self.rules.by_id
+        for rule_id, counted in list(state.cap_counted.items()):
+            rule = by_id.get(rule_id)
+            cap = None if rule is None else rule.cap
+            if cap is not None:
+                # The window of t has closed when it ends at or before the floor: t < cut.
+                cut = (floor + 1) // cap.window_ms * cap.window_ms
+                del counted[: bisect.bisect_left(counted, cut)]
+            elif counted and counted[-1] > floor:  # a rule no longer capped: kept whole until all is old
+                continue
+            if not counted or cap is None:
+                del state.cap_counted[rule_id]
 
     def _apply(
         self, state: LeadState, event: Event, now_ms: int, outputs: list[object], pending: dict[str, int]
@@ -423,6 +427,7 @@ class Scorer:
                 if profile_at.get(name, -1) <= occurred:
                     profile[name] = value
                     profile_at[name] = occurred
+                    state.fit_memo = None  # the fit is computed again from the new profile
         elif kind in _SCORED:
             if at > state.ref_ms:
                 self._rebase(state, at)

@@ -8,8 +8,9 @@ import orjson
 
 # Format 2 adds the sales stages, their timestamps, the first-touch source, the rules version of
 # the MQL crossing and the engagement resets. Format 1 states decode with those left empty.
-STATE_FORMAT = 2
-_READABLE_FORMATS = (1, 2)
+# Format 3 keeps the capped events per rule ("k"), not per "rule@window" ("w"): far fewer objects.
+STATE_FORMAT = 3
+_READABLE_FORMATS = (1, 2, 3)
 
 
 class Stage(StrEnum):
@@ -46,8 +47,9 @@ class LeadState:
     ref_ms: int = 0
     values: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    # "rule@window" -> occurred_at of the events counted in that fixed cap window, sorted.
-    cap_windows: dict[str, list[int]] = field(default_factory=dict)
+    # Capped rule id -> occurred_at of its counted events in the cap windows still open, sorted
+    # (the rule's fixed windows are ``occurred_at // window``; format 2 kept one list per window).
+    cap_counted: dict[str, list[int]] = field(default_factory=dict)
     # event id -> occurred_at, for the duplicates check within the late window.
     seen: dict[str, int] = field(default_factory=dict)
     seen_floor: int = -1
@@ -73,9 +75,10 @@ class LeadState:
     # Engagement resets by sales feedback, (occurred_at, factor), kept within the late window so
     # that a late event older than a reset is discounted like the events counted before it.
     resets: list[tuple[int, float]] = field(default_factory=list)
-    # The scorer's memo of the fit: (rules, the profile it was computed from, fit). Not encoded,
-    # not compared: fit is re-evaluated only when the profile (or the rules) differ.
-    fit_memo: tuple[Any, dict[str, str | int], float] | None = field(default=None, compare=False, repr=False)
+    # The scorer's memo of the fit: (rules, fit). Not encoded, not compared. The scorer clears it
+    # whenever it changes ``profile`` (the only writer of a state's profile), and fit is computed
+    # again for other rules.
+    fit_memo: tuple[Any, float] | None = field(default=None, compare=False, repr=False)
 
 
 def encode_state(state: LeadState) -> bytes:
@@ -89,7 +92,7 @@ def encode_state(state: LeadState) -> bytes:
             "r": state.ref_ms,
             "v": state.values,
             "c": state.counts,
-            "w": state.cap_windows,
+            "k": state.cap_counted,
             "s": state.seen,
             "sf": state.seen_floor,
             "fe": state.first_event_at,
@@ -123,7 +126,7 @@ def decode_state(data: bytes) -> LeadState:
         ref_ms=raw["r"],
         values=raw["v"],
         counts=raw["c"],
-        cap_windows=raw["w"],
+        cap_counted=raw["k"] if "k" in raw else _counted_by_rule(raw["w"]),
         seen=raw["s"],
         seen_floor=raw["sf"],
         first_event_at=raw["fe"],
@@ -142,6 +145,16 @@ def decode_state(data: bytes) -> LeadState:
         source_at=raw.get("soa"),
         resets=[(int(at), float(factor)) for at, factor in raw.get("rs", [])],
     )
+
+
+def _counted_by_rule(windows: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Format 2's "rule@window" -> counted lists, merged per rule and sorted."""
+    by_rule: dict[str, list[int]] = {}
+    for window, counted in windows.items():
+        by_rule.setdefault(window.rpartition("@")[0] or window, []).extend(counted)
+    for counted in by_rule.values():
+        counted.sort()
+    return by_rule
 
 
 def decode_stage(data: bytes) -> tuple[str, int, Stage, int | None]:

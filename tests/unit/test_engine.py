@@ -4,6 +4,7 @@ import itertools
 import math
 import random
 
+import orjson
 import pytest
 
 from scoring.engine import Scorer
@@ -338,3 +339,81 @@ def test_forgetting_old_event_ids_keeps_a_window_that_can_still_be_counted_in() 
     for i in range(40):
         _, single = run(scorer, [visit("a", f"v{i}", day + i * 60_000, "/x")], states=single)
     assert single["a"].counts["any"] == 3
+
+
+def _capped_rules(count: int, window: str, max_tracked: int = 1000) -> Rules:
+    return parse_rules(
+        f"[engagement]\nmax_tracked_events = {max_tracked}\n"
+        '[[engagement_rules]]\nid = "any"\nevent = "web_visit"\nurl = "/*"\npoints = 1\n'
+        f'cap = {{ count = {count}, window = "{window}" }}\n'
+    )
+
+
+def test_a_late_event_evicts_only_from_its_own_cap_window() -> None:
+    # The counted events of a rule are kept in one sorted list across its windows: a late event
+    # compares against, and evicts from, the window it falls in, not a neighbouring one.
+    scorer = Scorer(_capped_rules(2, "1d"))
+    day = T0 - T0 % DAY_MS
+    hour = 3_600_000
+    on_time = [day + 10 * hour, day + 11 * hour, day + DAY_MS + 1 * hour, day + DAY_MS + 2 * hour]
+    _, states = run(scorer, [visit("a", f"v{i}", at, "/x") for i, at in enumerate(on_time)])
+    _, states = run(scorer, [visit("a", "late", day + 8 * hour, "/x")], states=states)
+    state = states["a"]
+    assert state.cap_counted["any"] == [day + 8 * hour, day + 10 * hour, day + DAY_MS + hour, day + DAY_MS + 2 * hour]
+    assert state.counts["any"] == 4
+    # An event after the second day's two is held back by that day's cap alone.
+    result, states = run(scorer, [visit("a", "after", day + DAY_MS + 3 * hour, "/x")], states=states)
+    assert (result.capped, states["a"].counts["any"]) == (1, 4)
+    # The same outcome in any arrival order (the windows are fixed).
+    events = [visit("a", f"v{i}", at, "/x") for i, at in enumerate(on_time)]
+    _, shuffled = run(scorer, [visit("a", "late", day + 8 * hour, "/x"), *events[::-1]])
+    assert shuffled["a"].cap_counted == state.cap_counted
+    assert scorer.score_at(shuffled["a"], NOW) == scorer.score_at(state, NOW)
+
+
+def test_forgetting_drops_the_counted_events_of_closed_cap_windows_only() -> None:
+    scorer = Scorer(_capped_rules(3, "1d", max_tracked=8))
+    day = T0 - T0 % DAY_MS
+    # Two events a day for ten days: past 8 tracked ids, the oldest are forgotten, and with them
+    # the counted events of the days that closed at or before the floor.
+    visits = [visit("a", f"v{d}-{i}", day + d * DAY_MS + i * 60_000, "/x") for d in range(10) for i in range(2)]
+    _, states = run(scorer, visits)
+    state = states["a"]
+    assert state.seen_floor >= 0
+    kept = state.cap_counted["any"]
+    assert kept
+    assert all(at // DAY_MS * DAY_MS + DAY_MS - 1 > state.seen_floor for at in kept)
+    times = [day + d * DAY_MS + i * 60_000 for d in range(10) for i in range(2)]  # all counted: 2 < cap 3
+    assert kept == [at for at in times if at // DAY_MS * DAY_MS + DAY_MS - 1 > state.seen_floor]
+    assert len(kept) < len(times)
+
+
+def test_a_format_2_state_reads_its_cap_windows_as_one_sorted_list_per_rule() -> None:
+    state = LeadState("a", cap_counted={"any": [5, 7, 90_000_000]})
+    raw = orjson.loads(encode_state(state))
+    del raw["k"]
+    raw["f"] = 2
+    raw["w"] = {"any@1": [90_000_000], "any@0": [5, 7], "other@3": [3]}
+    decoded = decode_state(orjson.dumps(raw))
+    assert decoded.cap_counted == {"any": [5, 7, 90_000_000], "other": [3]}
+    assert decode_state(encode_state(decoded)) == decoded
+
+
+def test_a_profile_change_reaches_the_fit_and_the_encoded_state(scorer: Scorer) -> None:
+    # The fit is kept on the state between events; a profile event that changes an attribute must
+    # renew it, one that changes nothing (older) must not matter.
+    _, states = run(scorer, [good_fit_profile("a", "p1", T0), visit("a", "v1", T0 + 1, "/docs")])
+    state = states["a"]
+    assert scorer.score_at(state, T0 + 1).fit == 32
+    encode_state(state)  # keeps the encoded profile
+    _, states = run(scorer, [profile("a", "p2", T0 + 2, seniority="intern")], states=states)
+    state = states["a"]
+    fit_now = scorer.score_at(state, T0 + 2).fit
+    assert fit_now < 32
+    assert scorer.reported_score(state, T0 + 2) == scorer.score_at(state, T0 + 2).score  # decisions use the memo
+    assert decode_state(encode_state(state)).profile == state.profile
+    assert decode_state(encode_state(state)).profile["seniority"] == "intern"
+    _, states = run(scorer, [profile("a", "p0", T0 - 5, seniority="vp")], states=states)  # older: ignored
+    assert decode_state(encode_state(states["a"])) == states["a"]
+    assert scorer.score_at(states["a"], T0 + 3).fit == fit_now
+    assert scorer.reported_score(states["a"], T0 + 3) == scorer.score_at(states["a"], T0 + 3).score

@@ -1,4 +1,4 @@
-"""Lead state format 2 (compatible with format 1), first-touch sources and their bounded names."""
+"""Lead state format 3 (compatible with formats 1 and 2), first-touch sources and their bounded names."""
 
 import orjson
 import pytest
@@ -24,7 +24,7 @@ def test_a_format_1_state_decodes_with_the_new_fields_empty() -> None:
     assert (state.stage, state.crossings, state.mql_at, state.due_at) == (Stage.MQL, 1, 7, 99)
     assert (state.sal_at, state.sql_at, state.won_at, state.mql_rules_version) == (None, None, None, None)
     assert (state.source, state.source_at, state.resets) == (None, None, [])
-    assert orjson.loads(encode_state(state))["f"] == STATE_FORMAT == 2
+    assert orjson.loads(encode_state(state))["f"] == STATE_FORMAT == 3
 
 
 @pytest.mark.parametrize("stage", list(Stage))

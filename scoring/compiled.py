@@ -3,7 +3,8 @@
 
 from importlib.machinery import EXTENSION_SUFFIXES
 
-# The modules built with mypyc, in build order: the scorer's per-event path and what it calls.
+# The modules built with mypyc, in build order: the scorer's per-event path and what it calls, and
+# the Kafka partitioner that places every keyed output.
 COMPILED_MODULES = (
     "scoring.errors",
     "scoring.pseudonyms",
@@ -15,6 +16,7 @@ COMPILED_MODULES = (
     "scoring.stages",
     "scoring.outputs",
     "scoring.sources",
+    "scoring.partitioner",
     "scoring.engine",
 )
 # The shared library that holds the compiled code of every module above (each module's own

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
-from streams.partitioner import key_partition
+from scoring.partitioner import key_partition
 from streams.settings import TopicNames
 from streams.synthetic import DAY_MS, TimedEvent, history, journey, lead_id_for
 

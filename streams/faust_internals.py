@@ -106,7 +106,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-from streams.partitioner import key_partition
+from scoring.partitioner import key_partition
 
 # Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
 BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
@@ -792,13 +792,16 @@ def write_store(
 
         batch = rocksdict.WriteBatch(raw_mode=True)
         written = 0
+        # Faust's key index (key -> partition, a locked LRU cache) only speeds up its own reads,
+        # which look in every partition's database for a key it lacks; this service reads by
+        # partition (read_states), so a write does not fill it. A delete drops a stale entry.
+        key_index = store._key_index
         for key, value in items:
             if value is None:
                 batch.delete(key)
-                store._key_index.pop(key, None)
+                key_index.pop(key, None)
             else:
                 batch.put(key, value)
-                store._key_index[key] = partition
                 written += len(key) + len(value)
         if changelog_offset is not None:
             batch.put(store.offset_key, str(changelog_offset).encode())

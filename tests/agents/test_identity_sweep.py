@@ -15,9 +15,9 @@ from agents import output
 from agents.identity import handle_identities
 from scoring.identity import DAY_MS, IdentityConfig, visit_message
 from scoring.identity_sweep import SWEEP_KEY, sweep_message
+from scoring.partitioner import key_partition
 from streams import faust_internals
 from streams.app import Service, create_app
-from streams.partitioner import key_partition
 from streams.settings import Settings
 from tests.agents.test_scoring_agent import resolved
 

@@ -5,7 +5,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2 as reference
 
-from streams.partitioner import key_partition, murmur2
+from scoring.partitioner import key_partition, murmur2
 
 pytestmark = pytest.mark.unit
 

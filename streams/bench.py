@@ -9,6 +9,8 @@ Parts (each can be skipped with ``--skip``):
 - ``latency``: event -> MQL latency under a paced producer at 25/50/75% of the worker's rate (on
   the same worker, after it caught up; needs ``leadscore``);
 - ``scaling``: 1, 2 and 4 workers of a new consumer group on the same input;
+- ``core``: the scoring core alone on the same input, in-process, without Kafka: the CPU per event
+  of scoring and of encoding the changed states, and the states' size (``streams.bench_core``);
 - ``recovery``: a table of ``--recovery-leads`` leads built from one profile event each, the worker
   SIGKILLed and restarted with its data dir (time to ready, split into the group's wait for the dead
   member's session and the restore), then stopped cleanly and started on a fresh data dir (a full
@@ -42,7 +44,7 @@ from streams.kafka_clients import client_options, security_variables
 if TYPE_CHECKING:
     from streams.bench_proc import Throughput
 
-PARTS = ("baseline", "leadscore", "latency", "scaling", "recovery", "decay", "collector")
+PARTS = ("baseline", "leadscore", "latency", "scaling", "core", "recovery", "decay", "collector")
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
 SCALING_WORKERS = (1, 2, 4)
 OUTPUT_TOPICS = ("mql_handoff", "lead_nurture", "dead_letters", "ticks")  # per group when input is shared
@@ -550,6 +552,21 @@ def _restart(worker: Any, stop_with: int) -> dict[str, Any]:
     }
 
 
+def part_core(ctx: Context) -> None:
+    """The scoring core alone, in-process, on the run's input."""
+    from scoring.engine import Scorer
+    from scoring.rules import parse_rules
+    from streams.bench_core import core_bench, input_kinds, partition_batches, summary_line
+
+    settings = settings_of(ctx.run.env("main"))
+    scorer = Scorer(parse_rules(settings.rules_text(), str(settings.rules_file)))
+    batches = partition_batches(ctx.records, input_kinds(settings.topics), settings.partitions)
+    _say(f"core: scoring {sum(len(b) for b in batches):,} events in-process")
+    result = core_bench(scorer, batches, int(time.time() * 1000))
+    ctx.report["core"] = result
+    _say(f"core: {summary_line(result)}")
+
+
 def part_decay(ctx: Context) -> None:
     """The decay tick, in-process."""
     from scoring.engine import Scorer
@@ -583,7 +600,7 @@ def _attempt(ctx: Context, part: str, fn: Callable[[Context], None]) -> bool:
 
 def _run_parts(ctx: Context) -> None:
     opts = ctx.options
-    needs_input = any(opts.runs(p) for p in ("baseline", "leadscore", "scaling"))
+    needs_input = any(opts.runs(p) for p in ("baseline", "leadscore", "scaling", "core"))
     if needs_input and not _attempt(ctx, "input", part_input):
         return
     steps: list[tuple[str, Callable[[Context], None]]] = [
@@ -599,6 +616,8 @@ def _run_parts(ctx: Context) -> None:
         _stop_main(ctx)
     if opts.runs("scaling"):
         _attempt(ctx, "scaling", part_scaling)
+    if opts.runs("core"):
+        _attempt(ctx, "core", part_core)
     ctx.records = []  # the input is no longer needed: free it before the big tables
     for part, fn in (("recovery", part_recovery), ("decay", part_decay)):
         if opts.runs(part):

@@ -281,6 +281,11 @@ def _other_lines(report: dict[str, Any]) -> list[str]:
             f"{steps['store']:.1f}, the rest (Kafka clients, event loop, Faust) {steps['rest']:.1f} "
             "(leadscore_step_cpu_seconds_total)"
         )
+    core = report.get("core")
+    if core:
+        from streams.bench_core import summary_line
+
+        lines.append(f"- {summary_line(core)}")
     rec = report.get("recovery")
     if rec and "fresh_data_dir" in rec:
         same, fresh = rec["same_data_dir"], rec["fresh_data_dir"]

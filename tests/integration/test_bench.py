@@ -57,6 +57,9 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     assert recovery["changelog_messages"] >= 20000
     _positive(recovery["same_data_dir"], "ready_s")
     _positive(recovery["fresh_data_dir"], "ready_s", "assigned_s", "changelog_restore_s")
+    core = report["core"]
+    assert core["events"] == 20000
+    _positive(core, "score_us_per_event", "encode_us_per_event", "states_per_event", "mean_state_bytes")
     _positive(report["decay"]["due_index"], "due", "tick_s")
     _positive(report["decay"]["full_scan"], "due", "tick_s")
     assert {t["name"] for t in report["targets"]} >= {"events/s vs baseline", "worker CPU per event"}

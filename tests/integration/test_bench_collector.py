@@ -15,7 +15,7 @@ from tests.integration.worker import ROOT
 pytestmark = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (bash deploy/install-tools.sh installs Debian's wrk)"
 )
-OTHER_PARTS = "baseline,leadscore,latency,scaling,recovery,decay"
+OTHER_PARTS = "baseline,leadscore,latency,scaling,core,recovery,decay"
 
 
 @pytest.mark.timeout(600)

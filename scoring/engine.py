@@ -373,13 +373,12 @@ class Scorer:
         for rule_id, counted in list(state.cap_counted.items()):
             rule = by_id.get(rule_id)
             cap = None if rule is None else rule.cap
-            if cap is not None:
-                # The window of t has closed when it ends at or before the floor: t < cut.
-                cut = (floor + 1) // cap.window_ms * cap.window_ms
-                del counted[: bisect.bisect_left(counted, cut)]
-            elif counted and counted[-1] > floor:  # a rule no longer capped: kept whole until all is old
-                continue
-            if not counted or cap is None:
+            if cap is None:  # a rule no longer capped: kept whole until all of it is at or before the floor
+                kept = bool(counted) and counted[-1] > floor
+            else:  # the window of t has closed when it ends at or before the floor, that is t < cut
+                del counted[: bisect.bisect_left(counted, (floor + 1) // cap.window_ms * cap.window_ms)]
+                kept = bool(counted)
+            if not kept:
                 del state.cap_counted[rule_id]
 
     def _apply(

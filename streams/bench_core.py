@@ -3,8 +3,8 @@
 No Kafka and no worker: the input's records are split by partition and scored in batches of up to
 ``batch`` records per partition, taken in turn like a worker's fetches, each against the decoded
 states its partition already holds; every changed state is encoded as the worker encodes it for
-the table. The collector runs as the worker's does (young collections every
-``gc_pauses.YOUNG_THRESHOLD`` allocations, no automatic full collections). What it gives, per
+the table. The collector runs as the worker's does (``gc_pauses.thresholds``: young collections
+every ``YOUNG_THRESHOLD`` allocations, no automatic full collections). What it gives, per
 event: the CPU of ``Scorer.process_batch`` and of ``encode_state``, and the shape of the states
 (how many are written per event, their mean size in bytes and in objects): the part of the
 worker's CPU that no change around the core can take away, measured without the noise of the
@@ -19,10 +19,9 @@ from typing import Any
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.state import LeadState, encode_state
-from streams.gc_pauses import YOUNG_THRESHOLD
+from streams.gc_pauses import thresholds
 
 BATCH_RECORDS = 5000
-_NEVER = 1 << 30
 
 
 def partition_batches(
@@ -67,7 +66,7 @@ class _WorkerCollector:
     def __enter__(self) -> None:
         self._threshold = gc.get_threshold()
         gc.collect()
-        gc.set_threshold(YOUNG_THRESHOLD, 10, _NEVER)
+        gc.set_threshold(*thresholds(interval_s=1.0))  # full collections by a timer, as by default
 
     def __exit__(self, *_: object) -> None:
         gc.set_threshold(*self._threshold)

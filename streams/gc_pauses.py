@@ -60,7 +60,13 @@ def configure(interval_s: float) -> None:
     automatic full collections off when ``interval_s`` > 0 (:func:`collect_fully` runs them)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, 10, _NEVER if interval_s > 0 else 10)
+    gc.set_threshold(*thresholds(interval_s))
+
+
+def thresholds(interval_s: float) -> tuple[int, int, int]:
+    """The collector's thresholds in a worker whose full collections run every ``interval_s``
+    seconds (0: automatically)."""
+    return YOUNG_THRESHOLD, 10, _NEVER if interval_s > 0 else 10
 
 
 def collect_fully() -> int:

@@ -1,5 +1,7 @@
 """Lead state format 3 (compatible with formats 1 and 2), first-touch sources and their bounded names."""
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -10,7 +12,7 @@ from scoring.state import STATE_FORMAT, LeadState, Stage, decode_stage, decode_s
 from tests.journeys import T0, record, visit
 
 
-def web(lead: str, eid: str, at: int, **fields: str) -> InputRecord:
+def web(lead: str, eid: str, at: int, **fields: Any) -> InputRecord:
     return record(EventKind.WEB_VISIT, lead, eid, at, url="/pricing", **fields)
 
 

@@ -16,9 +16,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from scoring.compiled import is_compiled
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.state import LeadState, encode_state
+from streams.bench_input import partition_for, topic_of
 from streams.gc_pauses import thresholds
 
 BATCH_RECORDS = 5000
@@ -29,11 +31,9 @@ def partition_batches(
 ) -> list[list[InputRecord]]:
     """The input's records as the core's input records, split by partition (Kafka's default
     partitioner), in batches of up to ``batch`` records, the partitions taken in turn."""
-    from scoring.partitioner import key_partition
-
     by_partition: list[list[InputRecord]] = [[] for _ in range(partitions)]
     for record in records:
-        partition = key_partition(record.key, partitions)
+        partition = partition_for(record.key, partitions)
         rows = by_partition[partition]
         rows.append(InputRecord(kinds.get(record.topic), record.topic, partition, len(rows), record.key, record.value))
     batches: list[list[InputRecord]] = []
@@ -99,7 +99,7 @@ def core_bench(scorer: Scorer, batches: Sequence[Sequence[InputRecord]], now_ms:
         "events": events,
         "leads": len(leads),
         "batch_records": max((len(batch) for batch in batches), default=0),
-        "compiled": _compiled(),
+        "compiled": is_compiled(),
         "score_us_per_event": round(score_s / max(events, 1) * 1e6, 2),
         "encode_us_per_event": round(encode_s / max(events, 1) * 1e6, 2),
         "encode_us_per_state": round(encode_s / max(written, 1) * 1e6, 2),
@@ -109,16 +109,8 @@ def core_bench(scorer: Scorer, batches: Sequence[Sequence[InputRecord]], now_ms:
     }
 
 
-def _compiled() -> bool:
-    from scoring.compiled import is_compiled
-
-    return is_compiled()
-
-
 def input_kinds(topics: Any) -> dict[str, EventKind]:
     """Topic name -> event kind of the inbound topics."""
-    from streams.bench_input import topic_of
-
     return {topic: kind for kind, topic in topic_of(topics).items()}
 
 

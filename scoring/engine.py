@@ -91,6 +91,17 @@ def _fields_read(rules: Iterable[EngagementRule]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def reaches(score: float, threshold: float) -> bool:
+    """``round(score, 2) >= threshold``: decisions are taken on the score as reported. Rounds only
+    within 0.01 of the threshold (``round`` to digits costs a decimal conversion; one decision is
+    taken per event), which cannot change the answer: rounding moves a score by at most 0.005."""
+    if score >= threshold + 0.01:
+        return True
+    if score < threshold - 0.01:
+        return False
+    return round(score, 2) >= threshold
+
+
 def _round_rows(rows: list[BreakdownRow], total: float) -> tuple[BreakdownRow, ...]:
     """Round rows to 0.01 so that they add up exactly to the rounded total."""
     rounded = [BreakdownRow(r.rule, r.kind, round(r.points, 2), r.count) for r in rows]
@@ -255,7 +266,7 @@ class Scorer:
                 else:
                     low = middle
             candidate = high
-        while round(self._total(state, candidate), 2) >= rules.nurture_threshold:
+        while reaches(self._total(state, candidate), rules.nurture_threshold):
             candidate += 1  # the closed form lands on the boundary; step past float rounding
         return candidate
 
@@ -283,7 +294,7 @@ class Scorer:
         if state.stage not in DECAYING or state.due_at is None or state.due_at > now_ms:
             return None
         at = state.due_at
-        if round(self._total(state, at), 2) >= self.rules.nurture_threshold:
+        if reaches(self._total(state, at), self.rules.nurture_threshold):
             state.due_at = self.due_at(state, at)  # not monotone (negative points): look again
             return self.settle(state, now_ms)
         state.stage = Stage.NURTURE
@@ -310,7 +321,11 @@ class Scorer:
     def _matching(self, kind: EventKind, attrs: Mapping[str, object]) -> tuple[EngagementRule, ...]:
         """The engagement rules of ``kind`` that an event's attributes match, memoised by the
         attributes the rules read (pages and campaigns repeat)."""
-        key = (kind, *map(attrs.get, self._match_fields[kind]))
+        fields = self._match_fields[kind]
+        if len(fields) == 1:  # the common case: one attribute read, no list built for the key
+            key: tuple[object, ...] = (kind, attrs.get(fields[0]))
+        else:
+            key = (kind, *[attrs.get(name) for name in fields])
         found = self._match_memo.get(key)
         if found is None:
             found = tuple(rule for rule in self.rules.by_kind[kind] if rule.matches(attrs))
@@ -404,7 +419,7 @@ class Scorer:
         lead_id = state.lead_id
         # A pending MQL's score only decreases: it has fallen by ``at`` exactly when its due time
         # is at or before ``at``, so the due time is computed only then (or at the batch's end).
-        if pending and lead_id in pending and round(self._total(state, at), 2) < rules.nurture_threshold:
+        if pending and lead_id in pending and not reaches(self._total(state, at), rules.nurture_threshold):
             state.due_at = self.due_at(state, pending.pop(lead_id))
         due = state.due_at
         if due is not None and due <= at:  # else settle has nothing to do
@@ -473,9 +488,9 @@ class Scorer:
         """Cross to MQL, or back to nurture on a negative signal, on the score as reported."""
         rules = self.rules
         engagement = self._engagement_total(state, at)  # self._total, inlined
-        total = round(self._fit_total(state) + min(max(engagement, rules.engagement_min), rules.engagement_max), 2)
+        total = self._fit_total(state) + min(max(engagement, rules.engagement_min), rules.engagement_max)
         before = state.stage
-        if before in QUALIFIABLE and total >= rules.mql_threshold:
+        if before in QUALIFIABLE and reaches(total, rules.mql_threshold):
             state.stage = Stage.MQL
             state.crossings += 1
             state.mql_at = at
@@ -493,7 +508,7 @@ class Scorer:
                     rules_version=rules.version,
                 )
             )
-        elif before is Stage.MQL and total < rules.nurture_threshold:
+        elif before is Stage.MQL and not reaches(total, rules.nurture_threshold):
             state.stage = Stage.NURTURE
             state.due_at = None
             outputs.append(self._nurture(state, at, "negative_signal"))

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from scoring.engine import Scorer
+from scoring.engine import Scorer, reaches
 from scoring.outputs import MqlEvent
 from scoring.rules import Rules, parse_rules
 from scoring.state import LeadState, Stage, decode_state, encode_state
@@ -417,3 +417,15 @@ def test_a_profile_change_reaches_the_fit_and_the_encoded_state(scorer: Scorer) 
     assert decode_state(encode_state(states["a"])) == states["a"]
     assert scorer.score_at(states["a"], T0 + 3).fit == fit_now
     assert scorer.reported_score(states["a"], T0 + 3) == scorer.score_at(states["a"], T0 + 3).score
+
+
+@pytest.mark.parametrize("threshold", [0.0, 50.0, 49.995, 100.01, -5.0, 12.345])
+def test_reaches_decides_as_the_rounded_score_does(threshold: float) -> None:
+    """The decision skips ``round`` far from the threshold and agrees with it everywhere."""
+    rng = random.Random(threshold)
+    near = [threshold + k * 0.0001 for k in range(-300, 301)]
+    far = [threshold + rng.uniform(-1000, 1000) for _ in range(2000)]
+    edges = [math.nextafter(threshold + d, math.inf) for d in (-0.01, -0.005, 0.0, 0.005, 0.01)]
+    edges += [math.nextafter(threshold + d, -math.inf) for d in (-0.01, -0.005, 0.0, 0.005, 0.01)]
+    for score in near + far + edges:
+        assert reaches(score, threshold) == (round(score, 2) >= threshold), score

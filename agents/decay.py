@@ -8,14 +8,17 @@ tick touches only the leads due, never the whole table.
 """
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from faust.types import TP
 
 from agents.output import apply_result, dead_letter, load_states
+from scoring.decay import settle_clock
 from scoring.state import Stage, decode_stage
-from streams.faust_internals import MembershipLost, stored_values
+from streams.faust_internals import MembershipLost, read_to_end, stored_values
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -23,9 +26,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def decay_clock(service: "Service", partition: int, now_ms: int) -> int:
+    """``now_ms``, held back to the newest record read while the partition's inbound topics are
+    not read to their end (``scoring.decay.settle_clock``; record times in the service's clock)."""
+    inbound = []
+    for topic in service.topic_kinds:
+        progress = service.progress.get((topic, partition))
+        newest_ms = None if progress is None else service.clock.at(progress[1] * 1000)
+        inbound.append((read_to_end(service.app, TP(topic, partition)), newest_ms))
+    return settle_clock(now_ms, inbound)
+
+
 async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
-    """Return to nurture the partition's qualified leads whose score fell by ``now_ms``."""
+    """Return to nurture the partition's qualified leads whose score fell by ``now_ms``, or by
+    the newest record read while the partition is not read to its end (:func:`decay_clock`)."""
     service.metrics.ticks.inc()
+    clock = decay_clock(service, partition, now_ms)
+    service.metrics.decay_clock_behind.labels(str(partition)).set(math.inf if clock < 0 else (now_ms - clock) / 1000)
+    now_ms = clock
     due = service.due.pop_due(partition, now_ms)
     if not due:
         return

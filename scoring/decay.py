@@ -1,6 +1,7 @@
 """Exponential decay arithmetic: exact at any instant, computed lazily from a stored value."""
 
 import math
+from collections.abc import Iterable
 
 
 def decay_factor(elapsed_ms: float, half_life_ms: int) -> float:
@@ -18,3 +19,21 @@ def time_to_fall(value: float, limit: float, half_life_ms: int) -> float | None:
     if limit <= 0:
         return None
     return half_life_ms * math.log2(value / limit)
+
+
+def settle_clock(now_ms: int, inbound: Iterable[tuple[bool, int | None]]) -> int:
+    """The instant by which a partition's qualified leads may be returned to nurture by decay.
+
+    A lead due at ``T`` may be settled only once every event of its partition that occurred
+    before ``T`` has been read, or an event still waiting (a worker catching up after an outage)
+    could have kept it qualified, and settling first would send a nurture event and then a
+    second MQL that live scoring never sends. ``inbound`` holds, for each inbound topic of the
+    partition, whether it is read to its end and the time of the newest record read from it
+    (None if none was). The clock is ``now_ms`` when every topic is read to its end; else the
+    oldest newest-record time of the topics still behind (-1, nothing due, if one has none).
+    """
+    clock = now_ms
+    for read_to_end, newest_ms in inbound:
+        if not read_to_end:
+            clock = min(clock, -1 if newest_ms is None else newest_ms)
+    return clock

@@ -14,7 +14,10 @@ class Clock:
 
     def now_ms(self) -> int:
         """The current time in epoch milliseconds."""
-        wall = time.time() * 1000
+        return self.at(time.time() * 1000)
+
+    def at(self, wall_ms: float) -> int:
+        """The service time at a wall-clock instant (a record's timestamp, say)."""
         if self.speed == 1.0:
-            return int(wall)
-        return int(self.epoch_ms + (wall - self.epoch_ms) * self.speed)
+            return int(wall_ms)
+        return int(self.epoch_ms + (wall_ms - self.epoch_ms) * self.speed)

@@ -89,8 +89,9 @@ What it replaces, and why:
   restores them from the changelog; Faust's own ``set_persisted_offset`` (a separate write, with
   the log) is not used on these databases, since a logged write after unlogged ones would
   survive a crash that they do not.
-- **Consumer lag.** :func:`committed_offset` and :func:`highwater` read what the consumer
-  already knows, without a round trip to the broker.
+- **Consumer lag.** :func:`committed_offset`, :func:`highwater` and :func:`read_to_end` read
+  what the consumer already knows, without a round trip to the broker (the decay clock holds
+  back while a partition is not read to its end: ``scoring.decay.settle_clock``).
 """
 
 import asyncio
@@ -162,6 +163,8 @@ class BatchConsumer(CleanAssignmentConsumer):
     _handovers_open: asyncio.Event | None = None
     # Each partition of the last fetch: its fetch state and position as the records were handed out.
     _fetched_at: Mapping[Any, tuple[Any, int | None] | None] = {}
+    # The partitions of the last fetch, whose records may not all be processed yet (read_to_end).
+    in_flight: frozenset[Any] = frozenset()
     last_loop_at: float | None = None
 
     def _batch_lock(self) -> asyncio.Lock:
@@ -340,6 +343,7 @@ class BatchConsumer(CleanAssignmentConsumer):
             records = await thread._fetch_records(
                 client, partitions, timeout=timeout, max_records=client._max_poll_records
             )
+            self.in_flight = frozenset(records)  # the previous fetch's records are all processed
             self._fetched_at = {tp: _fetch_position(client, tp) for tp in records}
             return records
 
@@ -882,6 +886,21 @@ def drain_loop_age(app: Any) -> float | None:
     """Seconds since the batch consumer last went round its fetch loop (None if not started)."""
     last = getattr(app.consumer, "last_loop_at", None)
     return None if last is None else time.monotonic() - float(last)
+
+
+def read_to_end(app: Any, tp: Any) -> bool:
+    """Whether every record of an assigned partition that the consumer knows of is processed: its
+    fetch position has reached the end offset of its last fetch response, and the batch consumer
+    is not still scoring a batch of it. (The record-at-a-time path does not track the records in
+    its streams' buffers; there this says only that the fetch reached the end.)"""
+    if tp in getattr(app.consumer, "in_flight", ()):
+        return False
+    end = highwater(app, tp)
+    if end is None:
+        return False
+    fetch = _fetch_position(app.consumer._thread._ensure_consumer(), tp)
+    position = None if fetch is None else fetch[1]
+    return position is not None and position >= end
 
 
 def committed_offset(app: Any, tp: Any) -> int | None:

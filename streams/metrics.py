@@ -70,6 +70,14 @@ class Metrics:
             "leadscore_due_index_leads", "Qualified leads with a scheduled return to nurture.", registry=r
         )
         self.ticks = Counter("leadscore_ticks", "Decay ticks processed.", registry=r)
+        self.decay_clock_behind = Gauge(
+            "leadscore_decay_clock_behind_seconds",
+            "How far a partition's decay clock was behind the service clock at its last tick: held "
+            "back to the newest record read while the partition is not read to its end (+Inf: none "
+            "read yet), so no lead returns to nurture before the events that could keep it qualified.",
+            ["partition"],
+            registry=r,
+        )
         self.zombie_writes_refused = Counter(
             "leadscore_zombie_writes_refused",
             "Batches and ticks not written because the group no longer counted this worker as a member "

@@ -39,6 +39,7 @@ CONTRACT_METRICS = (
     "leadscore_step_cpu_seconds_total",
     "leadscore_leads",
     "leadscore_consumer_lag",
+    "leadscore_decay_clock_behind_seconds",
     'up{job="leadscore"}',
 )
 

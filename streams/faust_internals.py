@@ -188,6 +188,7 @@ class BatchConsumer(CleanAssignmentConsumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.last_loop_at = time.monotonic()
+                self.in_flight = frozenset()  # the last fetch's records are processed (or sought back)
                 generation = self.app.consumer_generation_id
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
@@ -343,7 +344,7 @@ class BatchConsumer(CleanAssignmentConsumer):
             records = await thread._fetch_records(
                 client, partitions, timeout=timeout, max_records=client._max_poll_records
             )
-            self.in_flight = frozenset(records)  # the previous fetch's records are all processed
+            self.in_flight = frozenset(records)  # in the consumer's thread, as the position moves past them
             self._fetched_at = {tp: _fetch_position(client, tp) for tp in records}
             return records
 

@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "LeadscoreWorkerDown",
     "LeadscoreWorkerAbsent",
     "LeadscoreTableRecoveryStuck",
+    "LeadscoreDecayHeldBack",
 }
 # The alerts that promtool unit tests must show firing (leadscore.test.yml).
 MUST_BE_TESTED_FIRING = {

@@ -22,12 +22,6 @@ from streams.topics import Topics, declare_topics
 
 VERSION = "0.1.0"
 STATE_CACHE_PER_PARTITION = 50_000
-# Each produce batch the worker builds (streams/faust_internals.py ``_send_to_partition``): a
-# batch's changelog records for one partition (about 2 MB when a catch-up poll touches 1,800
-# leads of it) go in 4 batches instead of Faust's 16 KiB default's 129, and the producer sends one
-# batch per partition per request, so each batch costs a round trip. Half the brokers' default
-# record-batch limit (message.max.bytes, 1 MiB), so any broker with the default takes them.
-PRODUCE_BATCH_BYTES = 512 * 1024
 
 
 @dataclass
@@ -121,7 +115,7 @@ def create_app(settings: Settings) -> Service:
         broker_heartbeat_interval=settings.group.heartbeat_interval_s,
         consumer_group_instance_id=settings.group.instance_id,
         broker_max_poll_records=settings.max_poll_records or None,
-        producer_max_batch_size=PRODUCE_BATCH_BYTES,
+        producer_max_batch_size=settings.produce_batch_bytes,  # see Settings.produce_batch_bytes
         consumer_max_fetch_size=settings.fetch_bytes,
     )
     install_full_metadata(app)  # before anything creates the producer

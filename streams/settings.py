@@ -295,6 +295,11 @@ class Settings:
     # The most bytes one fetch takes from each inbound partition (Faust's default, 1 MiB). Larger
     # fetches make larger batches in a catch-up: fewer state writes per event, more memory.
     fetch_bytes: int = 1024**2
+    # The most bytes of one produce batch (changelog, outputs): a catch-up poll's changelog for a
+    # partition (about 2 MB) goes in a few batches, each a produce round trip (Faust's default,
+    # 16 KiB, made 129). Keep it under the brokers' record-batch limit (message.max.bytes, 1 MiB by
+    # default).
+    produce_batch_bytes: int = 512 * 1024
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's
     # own automatic ones (each walks every cached lead state: a pause of up to a second).
     gc_full_interval_s: float = 600.0
@@ -378,6 +383,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         consumption=consumption,
         max_poll_records=int(_number(env, "MAX_POLL_RECORDS", defaults.max_poll_records, 0)),
         fetch_bytes=int(_number(env, "FETCH_BYTES", defaults.fetch_bytes, 65536)),
+        produce_batch_bytes=int(_number(env, "PRODUCE_BATCH_BYTES", defaults.produce_batch_bytes, 16384)),
         gc_full_interval_s=_number(env, "GC_FULL_INTERVAL", defaults.gc_full_interval_s, 0),
         identity=_identity_settings(env),
         security=_kafka_security(env),

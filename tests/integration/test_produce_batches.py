@@ -1,4 +1,4 @@
-"""The worker's produce batches (streams/app.py ``PRODUCE_BATCH_BYTES``): a catch-up poll's changelog
+"""The worker's produce batches (``LEADSCORE_PRODUCE_BATCH_BYTES``): a catch-up poll's changelog
 records for one partition go in a few large batches, and a broker with its default limits takes
 them (the real broker)."""
 
@@ -8,18 +8,22 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.app import PRODUCE_BATCH_BYTES, create_app
+from streams.app import create_app
 from streams.faust_internals import _send_to_partition
-from streams.settings import Settings
+from streams.settings import Settings, settings_from_env
 from tests.integration.kafka import run
 
 STATES = 1_800  # the leads of one partition a catch-up poll touches (5,000 events, 0.36 per event)
 STATE_BYTES = 1_100  # an average encoded lead state
+PRODUCE_BATCH_BYTES = Settings().produce_batch_bytes
 
 
 def test_the_worker_builds_its_produce_batches_at_the_configured_size(tmp_path: Path) -> None:
-    service = create_app(Settings(store="memory://", data_dir=tmp_path, app_id=f"batches-{uuid.uuid4().hex[:8]}"))
-    assert service.app.conf.producer_max_batch_size == PRODUCE_BATCH_BYTES
+    assert PRODUCE_BATCH_BYTES == 512 * 1024
+    env = {"LEADSCORE_DATA_DIR": str(tmp_path), "LEADSCORE_APP_ID": f"batches-{uuid.uuid4().hex[:8]}"}
+    assert create_app(settings_from_env(env)).app.conf.producer_max_batch_size == PRODUCE_BATCH_BYTES
+    smaller = settings_from_env({**env, "LEADSCORE_PRODUCE_BATCH_BYTES": "65536"})
+    assert create_app(smaller).app.conf.producer_max_batch_size == 65536
 
 
 def test_a_polls_changelog_for_one_partition_goes_in_a_few_batches_the_broker_accepts(

@@ -43,15 +43,14 @@ async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
     service.metrics.ticks.inc()
     clock = decay_clock(service, partition, now_ms)
     service.metrics.decay_clock_behind.labels(str(partition)).set(math.inf if clock < 0 else (now_ms - clock) / 1000)
-    now_ms = clock
-    due = service.due.pop_due(partition, now_ms)
+    due = service.due.pop_due(partition, clock)
     if not due:
         return
     reading = time.thread_time()
     states = load_states(service, partition, [lead_id.encode() for lead_id in due])
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}
     scoring = time.thread_time()
-    result = service.scorer.expire_due(states.values(), now_ms)
+    result = service.scorer.expire_due(states.values(), clock)
     service.metrics.cpu_score.inc(time.thread_time() - scoring)
     service.metrics.cpu_read.inc(scoring - reading)
     await apply_result(service, result, partition, previous)

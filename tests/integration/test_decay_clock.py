@@ -11,10 +11,8 @@ from aiokafka import AIOKafkaProducer
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.partitioner import key_partition
-from scoring.rules import parse_rules
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
-from tests.conftest import DEFAULT_RULES
 from tests.integration.kafka import TOPICS, Received, journey, read_until, run
 from tests.integration.worker import WorkerProcess
 
@@ -39,14 +37,13 @@ async def produce_timed(bootstrap: str, messages: list[Timed]) -> None:
         await producer.stop()
 
 
-def due_after_journey(messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> int:
+def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> int:
     """When the journey's lead falls back below the nurture threshold with no further event."""
     kinds = {topic: EventKind(kind) for kind, topic in TOPICS.items()}
     records = [
         InputRecord(kinds[topic.rsplit(".", 1)[-1]], topic, 0, i, key, value)
         for i, (topic, key, value) in enumerate(messages)
     ]
-    scorer = Scorer(parse_rules(DEFAULT_RULES.read_text()))
     state = scorer.process_batch(records, {}, at_ms).states["lead-x"]
     assert state.due_at is not None
     return state.due_at
@@ -64,7 +61,7 @@ def visit(names: str, lead: str, event_id: str, occurred_ms: int, path: str) -> 
 
 
 def test_a_catching_up_worker_settles_no_lead_before_the_events_that_kept_it_qualified(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
 ) -> None:
     # A lead qualified, then the worker was down while the lead's due time passed; during the
     # outage one more visit of the lead, before its due time, kept it qualified. The restarted
@@ -85,7 +82,7 @@ def test_a_catching_up_worker_settles_no_lead_before_the_events_that_kept_it_qua
         return int(epoch + (service_ms - epoch) / SPEED)
 
     qualifying = journey(names, "lead-x", epoch)
-    due = due_after_journey(qualifying, epoch)
+    due = due_after_journey(scorer, qualifying, epoch)
     saving_at = due - 3 * 86_400_000  # three days before it would have fallen
     assert wall(due) < epoch + 120_000  # the wall clock is past the due time before the restart
     backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch)) for t, k, v in qualifying]

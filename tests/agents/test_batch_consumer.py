@@ -318,7 +318,7 @@ def test_a_message_of_an_older_generation_is_not_counted_as_done_by_the_new_assi
     c._committed_offset[visits] = 100
 
     class Message(SimpleNamespace):
-        __hash__ = object.__hash__  # Faust keeps unacked messages in a set
+        __hash__ = object.__hash__  # type: ignore[assignment]  # Faust keeps unacked messages in a set
 
     def message(offset: int, generation: int) -> Any:
         return Message(topic="visits", tp=visits, offset=offset, generation_id=generation, acked=False)

@@ -66,7 +66,7 @@ def test_the_store_releases_its_revoked_partitions_only(tmp_path: Path, collecti
 
     install_cheap_revocation()
     store: Any = SimpleNamespace(_dbs={p: rocksdict.Rdict(str(tmp_path / f"p{p}")) for p in range(3)})
-    table = SimpleNamespace(changelog_topic=SimpleNamespace(topics={"app-leads-changelog"}))
+    table: Any = SimpleNamespace(changelog_topic=SimpleNamespace(topics={"app-leads-changelog"}))
 
     Store.revoke_partitions(store, table, {TP("app-leads-changelog", 1), TP("other-changelog", 2)})
 

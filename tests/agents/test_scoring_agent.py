@@ -70,7 +70,7 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
     assert all(call.args[1] == 0 for call in sent.call_args_list)  # on the event's partition
     assert state.stage.value == "mql"
     assert state.crossings == 1
-    send = output.send_keyed
+    send = vars(output)["send_keyed"]  # the AsyncMock the fixture put there
     assert isinstance(send, AsyncMock)
     handoffs = [sent[service.settings.topics.mql_handoff] for sent in (call.args[1] for call in send.call_args_list)]
     handoffs = [records for records in handoffs if records]

@@ -5,7 +5,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ TOPICS = {
 def journey(names: str, lead: str, start_ms: int) -> list[Message]:
     """A lead that qualifies, as (topic, key, value) messages: fit 32, pricing three times and a
     demo webinar attended (score 85). Every one of its events is needed to reach 75."""
-    events = [
+    events: list[tuple[str, dict[str, Any]]] = [
         ("lead_profile", {"seniority": "director", "company_size": 800, "industry": "software", "country": "DE"}),
         ("web_visit", {"url": "https://www.example.com/pricing", "utm_source": "linkedin"}),
         ("web_visit", {"url": "/pricing"}),
@@ -69,7 +69,7 @@ class Received:
         return orjson.loads(self.value)
 
 
-async def produce(bootstrap: str, messages: list[tuple[str, bytes | None, bytes | None]]) -> None:
+async def produce(bootstrap: str, messages: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
     """Send (topic, key, value) messages in order and wait until the broker has them all."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()

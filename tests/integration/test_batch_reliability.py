@@ -10,13 +10,14 @@ import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from scoring.engine import InputRecord, Scorer
+from scoring.events import EventKind
 from scoring.state import LeadState, decode_state
 from streams.settings import TopicNames, settings_from_env
 from streams.synthetic import DAY_MS, history
@@ -104,9 +105,9 @@ def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: floa
         time.sleep(1)
 
 
-def replay(scorer: Scorer, records: list[Received], kinds: dict[str, object]) -> dict[str, LeadState]:
+def replay(scorer: Scorer, records: list[Received], kinds: Mapping[str, EventKind]) -> dict[str, LeadState]:
     states: dict[str, LeadState] = {}
-    inputs = [InputRecord(kinds[r.topic], r.topic, r.partition, r.offset, r.key, r.value) for r in records]  # type: ignore[arg-type]
+    inputs = [InputRecord(kinds[r.topic], r.topic, r.partition, r.offset, r.key, r.value) for r in records]
     states.update(scorer.process_batch(inputs, {}, NOW_MS + DAY_MS).states)
     return states
 

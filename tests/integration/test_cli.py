@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from tests.integration.kafka import read_until, run
-from tests.integration.test_identity import counts, wait_for_lead
+from tests.integration.waits import counts, wait_for_lead
 from tests.integration.worker import ROOT, WorkerProcess
 
 
@@ -26,7 +26,7 @@ def test_send_routes_lines_by_type_and_explain_shows_the_breakdown(
     worker = worker_factory()
     env = {"LEADSCORE_BOOTSTRAP": bootstrap, "LEADSCORE_TOPIC_PREFIX": names, "LEADSCORE_PARTITIONS": "4"}
     now = int(time.time() * 1000)
-    lines = [
+    lines: list[dict[str, object]] = [
         {"type": "lead_profile", "seniority": "vp", "company_size": 1200, "industry": "fintech", "country": "GB"},
         {"type": "web_visit", "url": "/pricing"},
         {"type": "web_visit", "url": "/pricing"},

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 
 from tests.integration.kafka import Received, produce, read_until, run
-from tests.integration.test_identity import anonymous_visit, counts, identify, wait_for_lead
+from tests.integration.test_identity import anonymous_visit, identify
+from tests.integration.waits import counts, wait_for_lead
 from tests.integration.worker import WorkerProcess
 
 WAIT_S = 120.0

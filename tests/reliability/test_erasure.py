@@ -16,7 +16,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from tests.integration.kafka import Message, journey, produce, read_until, run
+from tests.integration.kafka import Message, Received, journey, produce, read_until, run
 from tests.integration.test_batch_reliability import read_all
 from tests.integration.waits import wait_until
 from tests.integration.worker import ROOT, WorkerProcess
@@ -36,8 +36,8 @@ def _renamed(messages: list[Message], tag: str, start_ms: int) -> list[Message]:
 
 
 def _mqls(bootstrap: str, names: str, count: int, settle_s: float) -> list[dict[str, object]]:
-    def enough(records: list[object]) -> bool:
-        return sum(1 for r in records if getattr(r, "key", None) == LEAD.encode()) >= count
+    def enough(records: list[Received]) -> bool:
+        return sum(1 for r in records if r.key == LEAD.encode()) >= count
 
     records = run(read_until(bootstrap, [names + "mql-handoff"], enough, timeout_s=90, settle_s=settle_s))
     return [r.json() for r in records if r.key == LEAD.encode()]

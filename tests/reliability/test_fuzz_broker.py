@@ -191,9 +191,9 @@ def test_ten_thousand_hostile_records_among_good_events(
             continue
         where = (topic, meta.partition, meta.offset)
         originals[where] = value
-        letters = scorer.process_batch([item], {}, int(time.time() * 1000)).dead_letters
-        if letters:
-            expected_letters[where] = letters[0].reason
+        rejected = scorer.process_batch([item], {}, int(time.time() * 1000)).dead_letters
+        if rejected:
+            expected_letters[where] = rejected[0].reason
 
     wait_consumed(bootstrap, app_id, list(kinds), timeout_s=600)
     assert worker.process is not None

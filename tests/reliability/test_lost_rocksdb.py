@@ -41,8 +41,10 @@ def _local_table(data_dir: Path) -> dict[str, LeadState]:
         )
         try:
             for key, value in db.items():
-                if not bytes(key).startswith(b"__faust"):  # Faust's own persisted-offset key
-                    state = decode_state(bytes(value))
+                assert isinstance(key, bytes)  # raw mode
+                assert isinstance(value, bytes)
+                if not key.startswith(b"__faust"):  # Faust's own persisted-offset key
+                    state = decode_state(value)
                     table[state.lead_id] = state
         finally:
             db.close()

@@ -80,7 +80,7 @@ def _hostile(rng: random.Random, topic: str, key: bytes | None, value: bytes | N
     odd = {**payload, rng.choice(FIELDS): rng.choice(ODD_VALUES), "event_id": f"{payload['event_id']}-odd"}
     if rng.random() < 0.3:
         odd["event_id"] = rng.choice(ODD_VALUES)
-    out = [(topic, key, orjson.dumps(odd))]
+    out: list[Raw] = [(topic, key, orjson.dumps(odd))]
     choice = rng.randrange(9)
     if choice == 0:
         out.append((topic, key, value))  # a duplicate

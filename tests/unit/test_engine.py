@@ -144,7 +144,7 @@ def test_decay_returns_mql_to_nurture_at_the_exact_crossing_time(scorer: Scorer)
     assert state.ref_ms == state.last_event_at
     engagement = sum(state.values.values())  # unrounded, at the lead's last event
     # The closed form t0 + H * log2(E0 / limit), where the reported (0.01) score drops below 40.
-    expected = state.last_event_at + 30 * DAY_MS * math.log2(engagement / (39.995 - 32))  # type: ignore[operator]
+    expected = state.last_event_at + 30 * DAY_MS * math.log2(engagement / (39.995 - 32))
     assert abs(due - expected) <= 1
     assert scorer.expire_due([state], due - 1).nurture == []
     tick = scorer.expire_due([state], due + DAY_MS)
@@ -163,7 +163,7 @@ def test_hysteresis_between_thresholds_keeps_mql(scorer: Scorer) -> None:
     state = states["a"]
     assert state.due_at is not None
     # Halfway to the due time the score is below 75 but above 40: still an MQL.
-    midway = (state.last_event_at + state.due_at) // 2  # type: ignore[operator]
+    midway = (state.last_event_at + state.due_at) // 2
     assert 40 <= scorer.score_at(state, midway).score < 75
     assert scorer.expire_due([state], midway).nurture == []
     assert state.stage is Stage.MQL
@@ -171,7 +171,7 @@ def test_hysteresis_between_thresholds_keeps_mql(scorer: Scorer) -> None:
 
 def test_requalifying_after_nurture_is_a_new_crossing(scorer: Scorer) -> None:
     _, states = run(scorer, qualifying_journey("a", T0))
-    later = states["a"].due_at + DAY_MS  # type: ignore[operator]
+    later = states["a"].due_at + DAY_MS
     journey = qualifying_journey("a", later, tag="-again")[1:]  # profile already known
     result, _ = run(scorer, journey, states=states)
     # The first event settles the overdue decay, then the journey crosses again.
@@ -320,7 +320,7 @@ def test_an_mql_that_decays_between_two_events_of_one_batch_settles_as_one_event
     assert batch_states == single_states
     assert batch_states["a"].stage is Stage.NURTURE
     assert batch_states["b"].stage is Stage.MQL
-    assert batch_states["b"].due_at == scorer.due_at(batch_states["b"], batch_states["b"].last_event_at)  # type: ignore[arg-type]
+    assert batch_states["b"].due_at == scorer.due_at(batch_states["b"], batch_states["b"].last_event_at)
 
 
 def test_forgetting_old_event_ids_keeps_a_window_that_can_still_be_counted_in() -> None:

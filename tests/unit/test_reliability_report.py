@@ -1,6 +1,7 @@
 """The reliability suite's results file and table (tests/reliability/report.py)."""
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -11,7 +12,14 @@ from tests.reliability.report import load, main, record, table
 
 def test_record_merges_one_entry_per_scenario(tmp_path: Path) -> None:
     path = tmp_path / "results" / "last-run.json"
-    figures = {"faults": 10, "sent": 500, "lost": 0, "duplicated_ids": 0, "redeliveries": 3, "dead_lettered": 2}
+    figures: dict[str, Any] = {
+        "faults": 10,
+        "sent": 500,
+        "lost": 0,
+        "duplicated_ids": 0,
+        "redeliveries": 3,
+        "dead_lettered": 2,
+    }
     record("kill -9", **figures, path=path)
     record("broker bounce", **{**figures, "faults": 1}, notes="one stop", path=path)
     record("kill -9", **{**figures, "sent": 900}, path=path)  # replaces the earlier kill -9 entry

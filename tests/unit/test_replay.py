@@ -8,6 +8,7 @@ import pytest
 
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
+from scoring.outputs import MqlEvent, NurtureEvent
 from scoring.replay import ReplayResult, compare, in_time_order, replay
 from scoring.rules import Rules, parse_rules
 from streams.history import event_line, parse_record, read_jsonl, write_jsonl
@@ -34,7 +35,8 @@ def journeys() -> list[Journey]:
 
 
 def payloads(result: ReplayResult) -> list[bytes]:
-    return [orjson.dumps(e.to_payload()) for e in (*result.mql, *result.nurture, *result.settled)]
+    events: list[MqlEvent | NurtureEvent] = [*result.mql, *result.nurture, *result.settled]
+    return [orjson.dumps(e.to_payload()) for e in events]
 
 
 def test_replay_is_deterministic_whatever_the_input_order(default_rules: Rules, journeys: list[Journey]) -> None:

@@ -175,7 +175,7 @@ def _catch_up_timeout(events: int) -> float:
 def part_input(ctx: Context) -> None:
     """Generate the realistic catch-up input and produce it before any consumer starts."""
     from streams.bench_input import catch_up_input, produce
-    from streams.bench_kafka import create_topic
+    from streams.bench_kafka import create_topic, keep_forever
     from streams.topics import ensure_topics
 
     settings = settings_of(ctx.run.env("main"))
@@ -186,6 +186,7 @@ def part_input(ctx: Context) -> None:
     generated = time.monotonic() - began
     _say(f"input: {len(data.records):,} events of {data.leads:,} leads generated in {generated:.1f} s; producing")
     asyncio.run(ensure_topics(settings))
+    asyncio.run(keep_forever(client_options(settings), settings.topics.inbound()))
     asyncio.run(create_topic(client_options(settings), f"{ctx.run.name}.baseline-scores", settings.partitions))
     began = time.monotonic()
     count = asyncio.run(produce(client_options(settings), data.records, settings.partitions))
@@ -391,6 +392,7 @@ def _peak(worker: Any) -> int:
 
 def _scaling_run(ctx: Context, count: int) -> dict[str, Any]:
     from streams.bench_input import Record, produce
+    from streams.bench_kafka import keep_forever
     from streams.bench_proc import REBALANCES, Worker, measure_catch_up, sample, stop_all, wait_stable
     from streams.topics import ensure_topics
 
@@ -398,6 +400,7 @@ def _scaling_run(ctx: Context, count: int) -> dict[str, Any]:
     env = ctx.run.env(app, topic_prefix=f"{ctx.run.name}-s{count}.")
     settings = settings_of(env)
     asyncio.run(ensure_topics(settings))  # before the workers, which would race to create them
+    asyncio.run(keep_forever(client_options(settings), settings.topics.inbound()))
     workers = [
         Worker(
             f"{app}-{i}",
@@ -412,7 +415,7 @@ def _scaling_run(ctx: Context, count: int) -> dict[str, Any]:
         settled = wait_stable(workers, READY_TIMEOUT_S)
         rebalances = [w.metric(REBALANCES) or 0.0 for w in workers]
         inbound = dict(zip(settings_of(ctx.run.env("main")).topics.inbound(), settings.topics.inbound(), strict=True))
-        records = (Record(inbound[r.topic], r.key, r.value) for r in ctx.records)
+        records = (Record(inbound[r.topic], r.key, r.value, r.timestamp_ms) for r in ctx.records)
         produced = time.monotonic()
         asyncio.run(produce(client_options(settings), records, settings.partitions))
         produced = time.monotonic() - produced

@@ -30,11 +30,13 @@ MAX_BATCH_BYTES = 512 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record to produce: topic, key (the lead id) and JSON value."""
+    """One record to produce: topic, key (the lead id), JSON value, and the record's timestamp
+    (the event's time, as a backfill must stamp it; None: the time it is produced)."""
 
     topic: str
     key: bytes
     value: bytes
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ def catch_up_input(seed: int, leads: int, events: int, now_ms: int, topics: Topi
     pool.sort(key=lambda e: e.occurred_at)
     del pool[events:]
     names = topic_of(topics)
-    records = [Record(names[e.kind], e.lead_id.encode(), orjson.dumps(e.payload)) for e in pool]
+    # Stamped with their event times, as README *How it works* tells producers of history to do:
+    # the worker's decay clock then follows the history it reads, not the time it reads it.
+    records = [Record(names[e.kind], e.lead_id.encode(), orjson.dumps(e.payload), e.occurred_at) for e in pool]
     by_topic: dict[str, int] = {}
     for record in records:
         by_topic[record.topic] = by_topic.get(record.topic, 0) + 1
@@ -209,16 +213,16 @@ class BatchSender:
             found = self._partition_of[key] = partition_for(key, self.partitions)
         return found
 
-    async def add(self, topic: str, key: bytes, value: bytes) -> None:
-        """Add a record; send its topic-partition's batch when full."""
+    async def add(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None = None) -> None:
+        """Add a record (stamped ``timestamp_ms``, else now); send its topic-partition's batch when full."""
         tp = (topic, self.partition(key))
         batch = self.batches.get(tp)
         if batch is None:
             batch = self.batches[tp] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
             await self._send(tp, batch)
             batch = self.batches[tp] = self.producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=timestamp_ms)
 
     async def _send(self, tp: tuple[str, int], batch: Any) -> None:
         self.futures.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
@@ -247,7 +251,7 @@ async def produce(client: Mapping[str, Any], records: Iterable[Record], partitio
     try:
         sender = BatchSender(producer, partitions)
         for record in records:
-            await sender.add(record.topic, record.key, record.value)
+            await sender.add(record.topic, record.key, record.value, record.timestamp_ms)
             count += 1
         await sender.flush()
     finally:

@@ -1,11 +1,13 @@
-"""Broker-side helpers of the benchmark: create a topic, sum a topic's end offsets, delete a run's topics.
+"""Broker-side helpers of the benchmark: create a topic, keep topics' records whatever their age,
+sum a topic's end offsets, delete a run's topics.
 ``client`` is :func:`streams.kafka_clients.client_options` (bootstrap servers and security)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 
 async def create_topic(client: Mapping[str, Any], name: str, partitions: int) -> None:
@@ -15,6 +17,18 @@ async def create_topic(client: Mapping[str, Any], name: str, partitions: int) ->
     try:
         if name not in set(await admin.list_topics()):
             await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def keep_forever(client: Mapping[str, Any], topics: Iterable[str]) -> None:
+    """Turn time-based retention off for ``topics``: the catch-up input is stamped with its events'
+    times, months old, which the broker's default retention (7 days) would delete within minutes."""
+    admin = AIOKafkaAdminClient(**client, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs={"retention.ms": "-1"}) for name in topics]
+        await admin.alter_configs(resources)
     finally:
         await admin.close()
 

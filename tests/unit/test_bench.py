@@ -57,6 +57,7 @@ def test_catch_up_input_has_exactly_the_events_asked_in_time_order_all_in_the_pa
     assert len({p["event_id"] for p in payloads}) == 1500
     assert data.leads == len({p["lead_id"] for p in payloads}) <= 50
     assert all(r.key == p["lead_id"].encode() for r, p in zip(data.records, payloads, strict=True))
+    assert [r.timestamp_ms for r in data.records] == times  # stamped with their event times, as a backfill
     assert sum(data.by_topic.values()) == 1500
     assert "web-visits" in data.by_topic
 

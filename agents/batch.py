@@ -2,7 +2,8 @@
 
 The consumer (``streams/faust_internals.py``) hands over the raw records fetched from each inbound
 topic's partition ``p`` (co-partitioned: a lead's events are all on partition ``p``); this reads
-their leads' states, scores them, sends the outputs, then writes each touched lead once.
+their leads' states, scores them in time order, sends the outputs, then writes each touched lead
+once.
 """
 
 import logging
@@ -15,6 +16,7 @@ from agents.output import apply_result, load_erased, load_states, send_outputs
 from scoring.engine import BatchResult, InputRecord
 from scoring.outputs import DeadLetter
 from streams.faust_internals import MembershipLost
+from streams.time_sync import in_time_order
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -53,10 +55,12 @@ async def score_batches(service: "Service", batches: Sequence[tuple[Any, Sequenc
 async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
     metrics, kinds = service.metrics, service.topic_kinds
     reading = time.thread_time()
-    inputs: list[InputRecord] = []
-    for tp, records in batches:
-        kind = kinds.get(tp.topic)
-        inputs += [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+    if len(batches) == 1:
+        kind = kinds.get(batches[0][0].topic)
+        inputs = [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in batches[0][1]]
+    else:  # the topics' records in time order (the consumer cut them at a common time)
+        ordered = in_time_order(records for _, records in batches)
+        inputs = [InputRecord(kinds.get(r.topic), r.topic, r.partition, r.offset, r.key, r.value) for r in ordered]
     keys = {r.key for r in inputs if isinstance(r.key, bytes)}
     states = load_states(service, partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}

@@ -97,6 +97,7 @@ What it replaces, and why:
 import asyncio
 import gc
 import logging
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -108,11 +109,17 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from scoring.partitioner import key_partition
+from streams.time_sync import horizon, split_at
 
 # Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
 BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
 # How often to ask again while the group coordinator cannot say whether this worker is a member.
 MEMBERSHIP_RETRY_S = 0.5
+# How long a partition group waits for a partition's next records before scoring without them
+# (a safety valve: they normally arrive with the next fetch response).
+MAX_WAIT_S = 5.0
+# How long a poll waits when every partition it could fetch from has records held back.
+HELD_ONLY_WAIT_S = 0.05
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +172,14 @@ class BatchConsumer(CleanAssignmentConsumer):
     _fetched_at: Mapping[Any, tuple[Any, int | None] | None] = {}
     # The partitions of the last fetch, whose records may not all be processed yet (read_to_end).
     in_flight: frozenset[Any] = frozenset()
+    # Records fetched but held back to a later poll (:meth:`_synchronize`), and the group
+    # generation they were fetched in. Replaced, never mutated (the fetch reads it from its thread).
+    _held: Mapping[Any, Sequence[Any]] = {}
+    _held_generation: int | None = None
+    # Since when each group has waited for a partition's next records to arrive (monotonic s).
+    _waiting_since: Mapping[Hashable, float] = {}
+    # The assignment the members of each group were listed from, and that list.
+    _members: tuple[Any, Mapping[Hashable, Sequence[Any]]] | None = None
     last_loop_at: float | None = None
 
     def _batch_lock(self) -> asyncio.Lock:
@@ -188,13 +203,20 @@ class BatchConsumer(CleanAssignmentConsumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.last_loop_at = time.monotonic()
-                self.in_flight = frozenset()  # the last fetch's records are processed (or sought back)
                 generation = self.app.consumer_generation_id
+                if self._held and self._held_generation != generation:
+                    await self._resync(self._take_held())  # held across a completed rebalance
+                # The last fetch's records are processed (or sought back), except those held back.
+                self.in_flight = frozenset(self._held)
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
-                if not records or self.should_stop:
+                if self.should_stop:
                     continue
-                fetched = list(records.items())
+                fetched: list[tuple[Any, Sequence[Any]]] = list((records or {}).items())
+                if self._held:
+                    fetched += self._take_held()
+                if not fetched:
+                    continue
                 if self.app.consumer_generation_id != generation:
                     await self._resync(fetched)  # fetched across a completed rebalance
                     continue
@@ -221,6 +243,8 @@ class BatchConsumer(CleanAssignmentConsumer):
                     else:
                         await self._stock_path(tp, fresh, last, generation)
                 if scored:
+                    scored = self._synchronize(scored, generation)
+                if scored:
                     await self._score_fetched(scored, generation)
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
@@ -233,6 +257,57 @@ class BatchConsumer(CleanAssignmentConsumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    def _take_held(self) -> list[tuple[Any, Sequence[Any]]]:
+        """The records held back by the last poll, now handed out again like fetched ones."""
+        held, self._held = list(self._held.items()), {}
+        return held
+
+    def _synchronize(
+        self, scored: Sequence[tuple[Any, Sequence[Any], int | None]], generation: int
+    ) -> list[tuple[Any, Sequence[Any], int | None]]:
+        """Cut each group's batches at the group's time horizon (``streams.time_sync``): score now
+        the records stamped up to the oldest newest timestamp among the group's partitions that
+        are not read to their end; hold the rest, unacked, for the next poll, where their
+        partitions are not fetched from until they are scored. A group waiting for a partition's
+        next records (a fetch still under way) holds everything, for at most ``MAX_WAIT_S``."""
+        assignment = _assignment(self._thread._ensure_consumer())
+        if assignment is None:
+            return list(scored)
+        members = self._group_members(assignment)
+        entries: dict[Hashable, list[tuple[Any, Sequence[Any], int | None]]] = {}
+        for entry in scored:
+            entries.setdefault(self.group_of(entry[0]), []).append(entry)
+        now, waiting = time.monotonic(), dict(self._waiting_since)
+        kept: list[tuple[Any, Sequence[Any], int | None]] = []
+        held: dict[Any, Sequence[Any]] = {}
+        for group, batches in entries.items():
+            available = {tp: fresh for tp, fresh, _ in batches}
+            unfinished = [tp for tp in members.get(group, ()) if not _fetched_to_end(assignment, tp)]
+            limit = horizon(available, unfinished)
+            if limit == -math.inf and now - waiting.setdefault(group, now) > MAX_WAIT_S:
+                logger.warning("scoring partition group %s without waiting longer for its other topics", group)
+                limit = horizon(available, [tp for tp in unfinished if available.get(tp)])
+            if limit != -math.inf:
+                waiting.pop(group, None)
+            for tp, fresh, last in batches:
+                now_part, later = split_at(fresh, limit)
+                if later:
+                    held[tp] = later
+                if now_part:
+                    kept.append((tp, now_part, last))
+        self._held, self._held_generation, self._waiting_since = held, generation, waiting
+        return kept
+
+    def _group_members(self, assignment: Any) -> Mapping[Hashable, Sequence[Any]]:
+        """The assigned partitions of the batch-scored topics, by group."""
+        if self._members is None or self._members[0] is not assignment:
+            members: dict[Hashable, list[Any]] = {}
+            for tp in assignment.tps:
+                if tp.topic in self.batch_topics:
+                    members.setdefault(self.group_of(tp), []).append(tp)
+            self._members = (assignment, members)
+        return self._members[1]
 
     async def _score_fetched(self, scored: Sequence[tuple[Any, Sequence[Any], int | None]], generation: int) -> None:
         """Hand the batches of one fetch to the handler at once, one task per group (``group_of``),
@@ -338,14 +413,25 @@ class BatchConsumer(CleanAssignmentConsumer):
         of their partitions' fetch position then stands (:meth:`_read_again` compares)."""
         thread = self._thread
         client = thread._ensure_consumer()
+        held = self._held
 
         async def fetch() -> Any:
             partitions: Any = active_partitions  # Faust's own getmany passes it as it comes
+            if held:  # not fetched from until their held records are scored
+                partitions = set(client.assignment() if partitions is None else partitions).difference(held)
+                if not partitions:  # (an empty set would fetch from every partition)
+                    await asyncio.sleep(min(timeout, HELD_ONLY_WAIT_S))
+                    return {}
             records = await thread._fetch_records(
                 client, partitions, timeout=timeout, max_records=client._max_poll_records
             )
-            self.in_flight = frozenset(records)  # in the consumer's thread, as the position moves past them
-            self._fetched_at = {tp: _fetch_position(client, tp) for tp in records}
+            # In the consumer's thread, as the position moves past them:
+            self.in_flight = frozenset(records).union(held)
+            fetched_at = self._fetched_at
+            self._fetched_at = {
+                **{tp: fetched_at.get(tp) for tp in held},
+                **{tp: _fetch_position(client, tp) for tp in records},
+            }
             return records
 
         return await thread.call_thread(fetch)
@@ -361,6 +447,9 @@ class BatchConsumer(CleanAssignmentConsumer):
         the same lock, so none can come between them. Return the partitions sought back."""
         fetched_at = self._fetched_at
         client = self._thread._ensure_consumer()
+        stale = {tp for tp, _ in dropped}.intersection(self._held)
+        if stale:  # read again from before them, or from where the new assignment sought
+            self._held = {tp: batch for tp, batch in self._held.items() if tp not in stale}
 
         async def seek_back() -> list[Any]:
             sought = []
@@ -479,13 +568,29 @@ class BatchConsumer(CleanAssignmentConsumer):
             self._read_offset[tp] = previous = record.offset
 
 
+def _assignment(client: Any) -> Any:
+    """The aiokafka ``client``'s current assignment, or None."""
+    subscription = client._subscription.subscription
+    return None if subscription is None else subscription.assignment
+
+
 def _fetch_position(client: Any, tp: Any) -> tuple[Any, int | None] | None:
     """The aiokafka ``client``'s fetch state of ``tp`` (one object per assignment) and its
     position, or None when ``tp`` is not assigned."""
-    subscription = client._subscription.subscription
-    assignment = None if subscription is None else subscription.assignment
+    assignment = _assignment(client)
     state = None if assignment is None else assignment.state_value(tp)
     return None if state is None else (state, state._position)
+
+
+def _fetched_to_end(assignment: Any, tp: Any) -> bool:
+    """Whether the fetch position of an assigned partition has reached the end offset of its last
+    fetch response (or it cannot be fetched from now: paused, or not positioned yet, or never
+    fetched from). Time synchronization waits only for partitions that are not."""
+    state = assignment.state_value(tp)
+    if state is None or state.paused:
+        return True
+    position, end = state._position, state.highwater
+    return position is None or end is None or position >= end
 
 
 def _clear_end_signal_on_start(recovery: Any) -> None:

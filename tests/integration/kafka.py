@@ -13,6 +13,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 Message = tuple[str, bytes | None, bytes | None]
+# Timestamped messages: (topic, key, value, record timestamp in wall ms).
+Timed = tuple[str, bytes, bytes, int]
 TOPICS = {
     "web_visit": "web-visits",
     "email_event": "email-events",
@@ -76,6 +78,19 @@ async def produce(bootstrap: str, messages: Sequence[tuple[str, bytes | None, by
     try:
         for topic, key, value in messages:
             await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_timed(bootstrap: str, messages: list[Timed]) -> None:
+    """Send messages with the record timestamps of when they happened, as a backlog built up
+    during an outage holds them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        for topic, key, value, timestamp_ms in messages:
+            await producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
         await producer.flush()
     finally:
         await producer.stop()

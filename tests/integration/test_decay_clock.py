@@ -6,35 +6,19 @@ import time
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.partitioner import key_partition
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
-from tests.integration.kafka import TOPICS, Received, journey, read_until, run
+from tests.integration.kafka import TOPICS, Received, Timed, journey, produce_timed, read_until, run
 from tests.integration.worker import WorkerProcess
 
 PARTITIONS = 4  # the worker_factory's
 SPEED = 100_000.0  # a wall second is 27.8 service hours: a lead's 82 days to nurture take 71 s
 FILLER_LEADS = 500
 FILLER_PER_LEAD = 20  # 10,000 visits before the lead's saving event, as many after it
-# Timestamped messages: (topic, key, value, record timestamp in wall ms).
-Timed = tuple[str, bytes, bytes, int]
-
-
-async def produce_timed(bootstrap: str, messages: list[Timed]) -> None:
-    """Send messages with the record timestamps of when they happened, as a backlog built up
-    during an outage holds them."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        for topic, key, value, timestamp_ms in messages:
-            await producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> int:

@@ -21,6 +21,13 @@ What it replaces, and why:
   95 s). :meth:`BatchConsumer._restore_in_bulk` writes each fetched batch of an active changelog
   partition to the store at once and advances the recovery's offsets and the store's persisted
   offset, ending the recovery the way Faust's loop does.
+- **Topics read in step by time.** Faust hands each partition's records over as fetched; through a
+  backlog a fetch of a sparse topic spans weeks where one of a dense topic spans hours, so a lead's
+  events would be scored out of time order. :meth:`BatchConsumer._synchronize` scores each
+  partition group's records up to its time horizon (``streams.time_sync``, as Kafka Streams'
+  timestamp synchronization) and holds the rest, unacked, for the next poll; :meth:`_getmany`
+  does not fetch from a partition while it holds records of it, and every seek back or rebalance
+  drops them (they are read again from the broker).
 - **Table writes without a current event.** ``Table.__setitem__`` and the RocksDB store take the
   changelog partition and the RocksDB database from the *current event*; a batch has none. So
   :func:`read_states`, :func:`write_states` and :func:`partition_items` (the identity sweep's

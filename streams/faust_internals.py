@@ -239,7 +239,9 @@ class BatchConsumer(CleanAssignmentConsumer):
                             await self._rewind([(tp, batch)], generation)
                         continue
                     last = read_offset[tp]
-                    fresh = batch if last is None else [r for r in batch if r.offset >= last]
+                    fresh = batch  # (held records are handed out again each poll: no copy when all are new)
+                    if last is not None and batch and batch[0].offset < last:
+                        fresh = [r for r in batch if r.offset >= last]
                     if not fresh:
                         continue
                     if self.batch_handler is not None and tp.topic in self.batch_topics:

@@ -116,7 +116,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from scoring.partitioner import key_partition
-from streams.time_sync import horizon, split_at
+from streams.time_sync import GRACE_MS, horizon, split_at
 
 # Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
 BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
@@ -185,6 +185,8 @@ class BatchConsumer(CleanAssignmentConsumer):
     _held_generation: int | None = None
     # Since when each group has waited for a partition's next records to arrive (monotonic s).
     _waiting_since: Mapping[Hashable, float] = {}
+    # The newest record timestamp fetched from each partition in a group generation.
+    _newest: tuple[int | None, Mapping[Any, int]] = (None, {})
     # The assignment the members of each group were listed from, and that list.
     _members: tuple[Any, Mapping[Hashable, Sequence[Any]]] | None = None
     last_loop_at: float | None = None
@@ -277,9 +279,10 @@ class BatchConsumer(CleanAssignmentConsumer):
     ) -> list[tuple[Any, Sequence[Any], int | None]]:
         """Cut each group's batches at the group's time horizon (``streams.time_sync``): score now
         the records stamped up to the oldest newest timestamp among the group's partitions that
-        are not read to their end; hold the rest, unacked, for the next poll, where their
-        partitions are not fetched from until they are scored. A group waiting for a partition's
-        next records (a fetch still under way) holds everything, for at most ``MAX_WAIT_S``."""
+        are not read to their end (plus ``GRACE_MS``); hold the rest, unacked, for the next poll,
+        where their partitions are not fetched from until they are scored. A partition with no
+        records in this poll counts with the newest timestamp fetched from it before; a group
+        waiting for the first records of one holds everything, for at most ``MAX_WAIT_S``."""
         assignment = _assignment(self._thread._ensure_consumer())
         if assignment is None:
             return list(scored)
@@ -288,24 +291,30 @@ class BatchConsumer(CleanAssignmentConsumer):
         for entry in scored:
             entries.setdefault(self.group_of(entry[0]), []).append(entry)
         now, waiting = time.monotonic(), dict(self._waiting_since)
+        newest = dict(self._newest[1]) if self._newest[0] == generation else {}
+        for tp, fresh, _ in scored:
+            stamp = fresh[-1].timestamp
+            if stamp > newest.get(tp, stamp - 1):
+                newest[tp] = stamp
         kept: list[tuple[Any, Sequence[Any], int | None]] = []
         held: dict[Any, Sequence[Any]] = {}
         for group, batches in entries.items():
             available = {tp: fresh for tp, fresh, _ in batches}
             unfinished = [tp for tp in members.get(group, ()) if not _fetched_to_end(assignment, tp)]
-            limit = horizon(available, unfinished)
+            limit = horizon(available, unfinished, newest)
             if limit == -math.inf and now - waiting.setdefault(group, now) > MAX_WAIT_S:
                 logger.warning("scoring partition group %s without waiting longer for its other topics", group)
-                limit = horizon(available, [tp for tp in unfinished if available.get(tp)])
+                limit = horizon(available, [tp for tp in unfinished if tp in newest], newest)
             if limit != -math.inf:
                 waiting.pop(group, None)
             for tp, fresh, last in batches:
-                now_part, later = split_at(fresh, limit)
+                now_part, later = split_at(fresh, limit + GRACE_MS)
                 if later:
                     held[tp] = later
                 if now_part:
                     kept.append((tp, now_part, last))
         self._held, self._held_generation, self._waiting_since = held, generation, waiting
+        self._newest = (generation, newest)
         return kept
 
     def _group_members(self, assignment: Any) -> Mapping[Hashable, Sequence[Any]]:

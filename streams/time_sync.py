@@ -6,8 +6,10 @@ hours: scored as fetched, a lead's later visit could be scored before its earlie
 MQL crossing that held only between the two would never be seen. So each poll scores a
 partition's records only up to its *horizon*: the oldest of the newest timestamps fetched from
 its topics that still have records to read. Records stamped later wait for a later poll, and those
-scored are merged in time order. Topics read to their end (live traffic) do not hold anything
-back. Pure functions; the consumer (``streams.faust_internals``) applies them.
+scored are merged in time order. Topics read to their end do not hold anything back, and records
+within ``GRACE_MS`` of the horizon are not held either: live traffic, its topics read within
+milliseconds of each other, is never held. Pure functions; the consumer
+(``streams.faust_internals``) applies them.
 """
 
 import math
@@ -28,18 +30,26 @@ Partition = TypeVar("Partition")
 
 _by_key = itemgetter(0)
 
+# How far past the horizon records are scored anyway: decay over a second changes no score, and
+# live records fetched while another topic's newest are still on their way are not held back.
+GRACE_MS = 1_000
 
-def horizon(available: Mapping[Partition, Sequence[Stamped]], unfinished: Collection[Partition]) -> float:
+
+def horizon(
+    available: Mapping[Partition, Sequence[Stamped]],
+    unfinished: Collection[Partition],
+    seen: Mapping[Partition, int],
+) -> float:
     """The time up to which a group of partitions may be scored: the oldest newest timestamp among
-    the ``unfinished`` partitions (those with records still to fetch); ``-inf`` when one of them
-    has nothing ``available`` yet (its next records may be older than anything fetched), ``+inf``
+    the ``unfinished`` partitions (those with records still to fetch). One with nothing
+    ``available`` counts with the newest timestamp ``seen`` from it before (its next records are
+    no older, if its producers' clocks run forward), or ``-inf`` if none was ever seen. ``+inf``
     when every partition is read to its end."""
     limit = math.inf
     for partition in unfinished:
         records = available.get(partition)
-        if not records:
-            return -math.inf
-        limit = min(limit, records[-1].timestamp)
+        newest = records[-1].timestamp if records else seen.get(partition, -math.inf)
+        limit = min(limit, newest)
     return limit
 
 

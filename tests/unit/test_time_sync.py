@@ -19,18 +19,23 @@ def run(topic: str, *stamps: int) -> list[Rec]:
 
 def test_the_horizon_is_the_oldest_newest_record_of_the_unfinished_partitions() -> None:
     available = {"visits": run("visits", 1, 5, 9), "webinars": run("webinars", 2, 30), "profiles": run("profiles", 50)}
-    assert horizon(available, ["visits", "webinars"]) == 9
-    assert horizon(available, ["webinars", "profiles"]) == 30  # partitions read to their end do not count
+    assert horizon(available, ["visits", "webinars"], {}) == 9
+    assert horizon(available, ["webinars", "profiles"], {}) == 30  # partitions read to their end do not count
 
 
 def test_nothing_is_held_when_every_partition_is_read_to_its_end() -> None:
-    assert horizon({"visits": run("visits", 1, 2)}, []) == math.inf
+    assert horizon({"visits": run("visits", 1, 2)}, [], {}) == math.inf
 
 
-def test_an_unfinished_partition_with_nothing_fetched_holds_everything() -> None:
-    # Its next records, on the way, may be older than any record fetched.
-    assert horizon({"visits": run("visits", 1, 2)}, ["visits", "webinars"]) == -math.inf
-    assert horizon({"visits": run("visits", 1, 2), "webinars": []}, ["webinars"]) == -math.inf
+def test_an_unfinished_partition_with_nothing_fetched_now_counts_with_its_newest_before() -> None:
+    # Its next records, on the way, are no older than the newest fetched from it before.
+    assert horizon({"visits": run("visits", 1, 20)}, ["visits", "webinars"], {"webinars": 7}) == 7
+    assert horizon({"visits": run("visits", 1, 2), "webinars": []}, ["webinars"], {"webinars": 7}) == 7
+
+
+def test_an_unfinished_partition_never_fetched_from_holds_everything() -> None:
+    # Its first records, on the way, may be older than any record fetched.
+    assert horizon({"visits": run("visits", 1, 2)}, ["visits", "webinars"], {"visits": 2}) == -math.inf
 
 
 def test_the_cut_scores_the_prefix_up_to_the_horizon_and_holds_the_rest() -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from scoring.partitioner import key_partition
+
 Message = tuple[str, bytes | None, bytes | None]
 # Timestamped messages: (topic, key, value, record timestamp in wall ms).
 Timed = tuple[str, bytes, bytes, int]
@@ -43,6 +45,13 @@ def journey(names: str, lead: str, start_ms: int) -> list[Message]:
         )
         for i, (kind, fields) in enumerate(events)
     ]
+
+
+def same_partition_leads(lead: str, count: int, partitions: int) -> list[str]:
+    """``count`` filler lead ids on the same partition as ``lead`` (Kafka's default partitioner)."""
+    partition = key_partition(lead.encode(), partitions)
+    leads = (f"filler-{i}" for i in range(100 * count))
+    return [f for f in leads if key_partition(f.encode(), partitions) == partition][:count]
 
 
 def docker_answers() -> bool:

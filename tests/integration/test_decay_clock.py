@@ -12,7 +12,16 @@ from scoring.events import EventKind
 from scoring.partitioner import key_partition
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
-from tests.integration.kafka import TOPICS, Received, Timed, journey, produce_timed, read_until, run
+from tests.integration.kafka import (
+    TOPICS,
+    Received,
+    Timed,
+    journey,
+    produce_timed,
+    read_until,
+    run,
+    same_partition_leads,
+)
 from tests.integration.worker import WorkerProcess
 
 PARTITIONS = 4  # the worker_factory's
@@ -31,12 +40,6 @@ def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, by
     state = scorer.process_batch(records, {}, at_ms).states["lead-x"]
     assert state.due_at is not None
     return state.due_at
-
-
-def same_partition_leads(lead: str, count: int) -> list[str]:
-    partition = key_partition(lead.encode(), PARTITIONS)
-    leads = (f"filler-{i}" for i in range(100 * count))
-    return [f for f in leads if key_partition(f.encode(), PARTITIONS) == partition][:count]
 
 
 def visit(names: str, lead: str, event_id: str, occurred_ms: int, path: str) -> tuple[str, bytes, bytes]:
@@ -70,7 +73,7 @@ def test_a_catching_up_worker_settles_no_lead_before_the_events_that_kept_it_qua
     saving_at = due - 3 * 86_400_000  # three days before it would have fallen
     assert wall(due) < epoch + 120_000  # the wall clock is past the due time before the restart
     backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch)) for t, k, v in qualifying]
-    fillers = same_partition_leads("lead-x", FILLER_LEADS)
+    fillers = same_partition_leads("lead-x", FILLER_LEADS, PARTITIONS)
     for half, (start, end) in enumerate([(epoch, saving_at), (saving_at, clock.at(epoch + 140_000))]):
         if half == 1:
             backlog.append((*visit(names, "lead-x", "lead-x-saving", saving_at, "/pricing"), wall(saving_at)))

@@ -12,13 +12,13 @@ from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
-from tests.integration.kafka import TOPICS, Received, Timed, produce_timed, read_until, run
-from tests.integration.test_decay_clock import same_partition_leads
+from tests.integration.kafka import TOPICS, Received, Timed, produce_timed, read_until, run, same_partition_leads
 from tests.integration.waits import wait_for_metric
 from tests.integration.worker import WorkerProcess
 
 SPEED = 100_000.0  # a wall second is 27.8 service hours
 DAY_MS = 86_400_000
+PARTITIONS = 4  # the worker_factory's
 FILLERS = 2_000  # webinar registrations of other leads before the lead's webinar: about 12 fetches
 
 
@@ -76,7 +76,7 @@ def test_a_crossing_between_events_of_topics_read_at_different_paces_is_not_miss
     assert mql_count(scorer, in_time, blog_at) == 1  # in time order: an MQL at the webinar
     assert mql_count(scorer, visits_first, blog_at) == 0  # topic by topic: none
     backlog: list[Timed] = [(*message, wall(at)) for message, at in journey]
-    fillers = same_partition_leads(lead, 200)
+    fillers = same_partition_leads(lead, 200, PARTITIONS)
     for n in range(FILLERS):
         at = start + (webinar_at - start) * n // FILLERS
         filler = fillers[n % len(fillers)]

@@ -1027,6 +1027,12 @@ def read_to_end(app: Any, tp: Any) -> bool:
     return position is not None and position >= end
 
 
+def held_records(app: Any) -> dict[Any, int]:
+    """The records of each partition fetched and held back for a later poll (the time
+    synchronization waits for another topic of the partition group); empty in agent consumption."""
+    return {tp: len(records) for tp, records in getattr(app.consumer, "_held", {}).items()}
+
+
 def committed_offset(app: Any, tp: Any) -> int | None:
     """The offset Faust last committed for a partition (the next record to read), if any."""
     value = app.consumer._committed_offset.get(tp)

@@ -96,6 +96,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.records_held = Gauge(
+            "leadscore_records_held",
+            "Records fetched but held back until the partition's other topics reach their time "
+            "(topics read in step by time): high and lasting means a topic lags behind in time.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.partition_progress = Gauge(
             "leadscore_partition_last_progress_timestamp_seconds",
             "Unix time at which the partition last had a record processed.",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from scoring.compiled import COMPILED_MODULES, is_compiled
 from streams.core_build import stale_reason
-from streams.faust_internals import committed_offset, highwater
+from streams.faust_internals import committed_offset, held_records, highwater
 from streams.gc_pauses import collect_fully
 
 if TYPE_CHECKING:
@@ -17,15 +17,18 @@ LAG_INTERVAL_S = 5.0
 
 
 def update_lag(service: "Service") -> None:
-    """Set the lag gauges of every partition this worker owns."""
+    """Set the lag gauges, and the held records of the inbound ones, of every partition this worker owns."""
     app, metrics = service.app, service.metrics
     now = time.time()
+    held = held_records(app)
     for tp in app.assignor.assigned_actives():
+        labels = (tp.topic, str(tp.partition))
+        if tp.topic in service.topic_kinds:
+            metrics.records_held.labels(*labels).set(held.get(tp, 0))
         end, committed = highwater(app, tp), committed_offset(app, tp)
         if end is None:
             continue
         lag = max(end - (committed or 0), 0)
-        labels = (tp.topic, str(tp.partition))
         metrics.consumer_lag.labels(*labels).set(lag)
         progress = service.progress.get((tp.topic, tp.partition))
         age = now - progress[1] if lag and progress and progress[1] else 0.0

@@ -12,7 +12,11 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.bench_kafka import create_topic, keep_forever
+from tests.integration.kafka import run
 from tests.integration.worker import ROOT
 
 pytestmark = pytest.mark.integration
@@ -49,10 +53,10 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
     for level in report["latency"]["levels"]:
         _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms")
-    assert [run["workers"] for run in report["scaling"]["runs"]] == [1, 2, 4]
-    for run in report["scaling"]["runs"]:
-        _positive(run, "events_per_s", "cpu_us_per_event", "peak_rss_bytes")
-        assert sum(run["per_worker_events"]) >= 20000
+    assert [scaled["workers"] for scaled in report["scaling"]["runs"]] == [1, 2, 4]
+    for scaled in report["scaling"]["runs"]:
+        _positive(scaled, "events_per_s", "cpu_us_per_event", "peak_rss_bytes")
+        assert sum(scaled["per_worker_events"]) >= 20000
     recovery = report["recovery"]
     assert recovery["changelog_messages"] >= 20000
     _positive(recovery["same_data_dir"], "ready_s")
@@ -66,3 +70,30 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     assert (tmp_path / "latest.md").read_text().count("|") > 20
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / f"bench-{report['started_at']}.json").exists()
+
+
+async def _retention(bootstrap: str, topics: list[str]) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    finally:
+        await admin.close()
+    found = {}
+    for response in described:
+        for resource in response.resources:  # (error code, message, type, name, entries)
+            name, entries = resource[3], resource[4]
+            found[name] = next(value for key, value, *_ in entries if key == "retention.ms")
+    return found
+
+
+def test_the_catch_up_input_is_kept_whatever_its_age(bootstrap: str, names: str) -> None:
+    """The catch-up input is stamped with its events' times, months old: with the broker's default
+    retention (7 days) it would be deleted under the worker."""
+    topics = [f"{names}visits", f"{names}webinars"]
+    client = {"bootstrap_servers": bootstrap}
+    for topic in topics:
+        run(create_topic(client, topic, 2))
+    assert set(run(_retention(bootstrap, topics)).values()) == {str(7 * 24 * 3600 * 1000)}
+    run(keep_forever(client, topics))
+    assert run(_retention(bootstrap, topics)) == dict.fromkeys(topics, "-1")

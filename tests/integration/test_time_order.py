@@ -12,8 +12,9 @@ from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
+from streams.settings import TopicNames
 from tests.integration.kafka import TOPICS, Received, Timed, produce_timed, read_until, run, same_partition_leads
-from tests.integration.waits import wait_for_metric
+from tests.integration.waits import wait_for_metric, wait_until
 from tests.integration.worker import WorkerProcess
 
 SPEED = 100_000.0  # a wall second is 27.8 service hours
@@ -97,4 +98,12 @@ def test_a_crossing_between_events_of_topics_read_at_different_paces_is_not_miss
     assert [(m["lead_id"], m["crossing"]) for m in sent] == [(lead, 1)], sent
     assert parse_rfc3339_ms(str(sent[0]["crossed_at"])) == webinar_at
     assert sent[0]["triggering_event_id"] == "x-w"
+
+    def held_series() -> list[str]:  # set by the lag timer (every 5 s) for each inbound partition
+        _, text = worker.get("/metrics")
+        return [line for line in str(text).splitlines() if line.startswith("leadscore_records_held{")]
+
+    inbound = len(TopicNames().inbound()) * PARTITIONS
+    wait_until(lambda: len(held_series()) == inbound, "the held-records gauges", worker, 30)
+    assert {line.rsplit(" ", 1)[1] for line in held_series()} == {"0.0"}  # everything scored
     assert worker.stop(signal.SIGTERM) == 0

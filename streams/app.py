@@ -21,7 +21,6 @@ from streams.settings import Settings
 from streams.topics import Topics, declare_topics
 
 VERSION = "0.1.0"
-STATE_CACHE_PER_PARTITION = 50_000
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Service:
     def state_cache(self, partition: int) -> dict[bytes, LeadState]:
         """The partition's cache of decoded states (emptied when it grows past its bound)."""
         cache = self.caches.setdefault(partition, {})
-        if len(cache) >= STATE_CACHE_PER_PARTITION:
+        if len(cache) >= self.settings.state_cache_per_partition:
             cache.clear()
         return cache
 

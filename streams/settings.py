@@ -300,6 +300,10 @@ class Settings:
     # 16 KiB, made 129). Keep it under the brokers' record-batch limit (message.max.bytes, 1 MiB by
     # default).
     produce_batch_bytes: int = 512 * 1024
+    # The most decoded lead states a worker keeps per partition between batches (emptied when full):
+    # the bulk of its memory, some 4.5 to 7 KiB per state; 0 keeps none (every batch reads its
+    # states from the store).
+    state_cache_per_partition: int = 50_000
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's
     # own automatic ones (each walks every cached lead state: a pause of up to a second).
     gc_full_interval_s: float = 600.0
@@ -384,6 +388,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         max_poll_records=int(_number(env, "MAX_POLL_RECORDS", defaults.max_poll_records, 0)),
         fetch_bytes=int(_number(env, "FETCH_BYTES", defaults.fetch_bytes, 65536)),
         produce_batch_bytes=int(_number(env, "PRODUCE_BATCH_BYTES", defaults.produce_batch_bytes, 16384)),
+        state_cache_per_partition=int(_number(env, "STATE_CACHE", defaults.state_cache_per_partition, 0)),
         gc_full_interval_s=_number(env, "GC_FULL_INTERVAL", defaults.gc_full_interval_s, 0),
         identity=_identity_settings(env),
         security=_kafka_security(env),

@@ -11,6 +11,7 @@ import pytest
 
 from streams.clock import Clock
 from tests.integration.kafka import Received, journey, produce, read_until, run
+from tests.integration.waits import wait_for_metric
 from tests.integration.worker import WorkerProcess
 
 
@@ -45,6 +46,24 @@ def test_a_journey_crossing_the_threshold_sends_exactly_one_mql_event(
     assert lead_b["stage"] == "lead"
     assert worker.metric("leadscore_mql_events_total") == 1
     assert worker.metric("leadscore_events_consumed_total") == 7
+
+
+def test_with_no_state_cache_a_lead_s_state_is_read_back_from_the_store_between_batches(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str
+) -> None:
+    worker = worker_factory(LEADSCORE_STATE_CACHE="0")
+    now = int(time.time() * 1000)
+    events = journey(names, "lead-c", now)
+    run(produce(bootstrap, events[:4]))  # fit 32 and three pricing visits: 65, not yet an MQL
+    assert wait_for_metric(worker, "leadscore_events_consumed_total", "", 4) == 4
+    run(produce(bootstrap, events[4:]))  # the demo webinar, scored against the stored state
+    handoff = names + "mql-handoff"
+    records = run(read_until(bootstrap, [handoff], lambda r: len(r) >= 1, timeout_s=60, settle_s=3))
+    assert [r.key for r in records] == [b"lead-c"]
+    mql = records[0].json()
+    assert mql["triggering_event_id"] == "lead-c-4"
+    assert {row["rule"] for row in mql["breakdown"]} >= {"pricing_page", "demo_webinar_attended", "company_midmarket"}
+    assert mql["score"] >= 75
 
 
 def test_with_time_running_fast_a_silent_mql_returns_to_nurture_once(

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from scoring.partitioner import key_partition
 
@@ -135,6 +137,23 @@ async def read_until(
     finally:
         await consumer.stop()
     return records
+
+
+async def topic_config(bootstrap: str, topic: str, name: str, timeout_s: float = 10.0) -> str:
+    """One configuration value of a topic, as the broker describes it (waiting while a topic just
+    created is described without it: seen once in the test tier)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            entries = {entry[0]: entry[1] for entry in response.resources[0][4]}  # (name, value, ...)
+            if name in entries or time.monotonic() > deadline:
+                return str(entries[name])
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 def run(coro: Any) -> Any:

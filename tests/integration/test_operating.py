@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
-from tests.integration.kafka import journey, produce, read_until, run
+from tests.integration.kafka import journey, produce, read_until, run, topic_config
 from tests.integration.worker import WorkerProcess
 
 
@@ -77,24 +77,11 @@ def test_a_lead_is_answered_by_either_of_two_workers(
 
 
 def test_the_tick_topic_expires_its_ticks_and_inbound_topics_keep_their_events(bootstrap: str, names: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
     from streams.settings import settings_from_env
     from streams.topics import TICK_RETENTION_MS, ensure_topics
 
     settings = settings_from_env({"LEADSCORE_BOOTSTRAP": bootstrap, "LEADSCORE_TOPIC_PREFIX": names})
     run(ensure_topics(settings))
 
-    async def retention(topic: str) -> str:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-            entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
-            return str(entries["retention.ms"])
-        finally:
-            await admin.close()
-
-    assert run(retention(settings.topics.ticks)) == str(TICK_RETENTION_MS)
-    assert run(retention(settings.topics.web_visits)) != str(TICK_RETENTION_MS)
+    assert run(topic_config(bootstrap, settings.topics.ticks, "retention.ms")) == str(TICK_RETENTION_MS)
+    assert run(topic_config(bootstrap, settings.topics.web_visits, "retention.ms")) != str(TICK_RETENTION_MS)

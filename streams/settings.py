@@ -301,7 +301,7 @@ class Settings:
     # default).
     produce_batch_bytes: int = 512 * 1024
     # The most decoded lead states a worker keeps per partition between batches (emptied when full):
-    # the bulk of its memory, some 4.5 to 7 KiB per state; 0 keeps none (every batch reads its
+    # the bulk of its memory, about 8 KiB per state (README Operating); 0 keeps none (every batch reads its
     # states from the store).
     state_cache_per_partition: int = 50_000
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's

@@ -85,10 +85,10 @@ def register_decay(service: "Service") -> None:
                 async with service.partition_lock(message.partition):
                     await expire_due(service, message.partition, now_ms)
             except MembershipLost:  # frozen past the session timeout: the partition's next owner decays it
-                service.caches.pop(message.partition, None)
+                service.forget_states(message.partition)
                 continue
             except Exception as exc:
-                service.caches.pop(message.partition, None)
+                service.forget_states(message.partition)
                 service.metrics.processing_errors.labels("decay").inc()
                 log.exception("decay tick failed; tick dead-lettered", extra={"partition": message.partition})
                 await dead_letter(service, message, "scoring_error", type(exc).__name__)

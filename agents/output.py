@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -12,6 +12,7 @@ from scoring.engine import BatchResult, Erased
 from scoring.identity import ANON_PREFIX, EMAIL_PREFIX, email_known_message, visit_message
 from scoring.outputs import DeadLetter
 from scoring.state import LeadState, Stage, decode_state, encode_state
+from streams.app import Unwritten
 from streams.faust_internals import MembershipLost, confirm_membership, read_states, send_keyed, write_states
 
 if TYPE_CHECKING:
@@ -76,10 +77,10 @@ def identity_messages(result: BatchResult) -> list[tuple[bytes, bytes]]:
 
 def record_states(
     service: "Service", result: BatchResult, partition: int, previous_stages: dict[str, str]
-) -> list[tuple[bytes, bytes | None]]:
-    """Encode a result's changed states (and tombstones of erased leads) for the table, and update
-    the due index and stage counts."""
-    items: list[tuple[bytes, bytes | None]] = []
+) -> list[tuple[bytes, LeadState | None]]:
+    """A result's changed states (and ``None``, a tombstone, for each erased lead) by table key;
+    caches them and updates the due index and stage counts."""
+    items: list[tuple[bytes, LeadState | None]] = []
     cache = service.state_cache(partition)
     for lead_id in result.deleted:  # erased: a tombstone (a lead started afresh is written after it)
         key = lead_id.encode()
@@ -91,7 +92,7 @@ def record_states(
     for lead_id, state in result.states.items():
         state.partition = partition
         key = lead_id.encode()
-        items.append((key, encode_state(state)))
+        items.append((key, state))
         cache[key] = state
         before, after = previous_stages.get(lead_id), state.stage.value
         if before != after:  # most writes keep the stage: no count or gauge to touch
@@ -107,10 +108,16 @@ async def apply_result(
     partition: int,
     previous_stages: dict[str, str],
     record_timestamp_s: float | None = None,
-) -> None:
+    hold: bool = False,
+) -> bool:
     """Send a result's events, then write its states: each lead once, on its partition, durable
     before the input is acked (every path writes the table this one way). Each step first
-    confirms that this worker still owns the partition (:func:`fenced`)."""
+    confirms that this worker still owns the partition (:func:`fenced`).
+
+    With ``hold`` (the batch path, catching up), the changed states are held back from the table
+    instead (``Service.unwritten``), unless the result erased a lead: a lead's events in later
+    batches then update one held state, written once (:func:`write_unwritten`). Return whether
+    every changed state of the partition is written (False: some are held back)."""
     await fenced(service)
     await send_outputs(service, result, record_timestamp_s)
     await fenced(service)
@@ -120,11 +127,44 @@ async def apply_result(
         service.metrics.erasures.inc(len(marks))
         await fenced(service)
     service.metrics.erased_events_dropped.inc(result.erased_dropped)
-    encoding = time.thread_time()
     items = record_states(service, result, partition, previous_stages)
-    service.metrics.cpu_encode.inc(time.thread_time() - encoding)
-    await write_states(service.leads, partition, items, store_cpu=service.metrics.cpu_store.inc)
-    service.metrics.changelog_records.inc(len(items))
+    if hold and not result.deleted:
+        generation = service.app.consumer_generation_id
+        held = service.unwritten.get(partition)
+        if held is None:
+            held = service.unwritten[partition] = Unwritten(generation)
+        # Held up to the cache's bound (what the states' memory is sized by), in one generation.
+        if held.generation == generation and len(held.states) < service.settings.state_cache_per_partition:
+            held.states.update((key, state) for key, state in items if state is not None)  # no tombstone here
+            return False
+    await write_unwritten(service, partition, items)
+    return True
+
+
+async def write_unwritten(
+    service: "Service", partition: int, items: Sequence[tuple[bytes, LeadState | None]] = ()
+) -> None:
+    """Write ``items`` and the partition's held states (each lead once, ``items`` winning), then
+    count the records they came from as consumed. Held states of an older group generation are
+    never written (their input is read again from the committed offsets): forgotten instead.
+    On failure the held states stay held (the caller forgets them: ``Service.forget_states``)."""
+    held = service.unwritten.get(partition)
+    if held is not None and held.generation != service.app.consumer_generation_id:
+        service.forget_states(partition)
+        held = None
+    states: dict[bytes, LeadState | None] = dict(held.states) if held is not None else {}
+    states.update(items)
+    if states:
+        await fenced(service)
+        encoding = time.thread_time()
+        encoded = [(key, None if state is None else encode_state(state)) for key, state in states.items()]
+        service.metrics.cpu_encode.inc(time.thread_time() - encoding)
+        await write_states(service.leads, partition, encoded, store_cpu=service.metrics.cpu_store.inc)
+        service.metrics.changelog_records.inc(len(encoded))
+    if held is not None:
+        del service.unwritten[partition]
+        for topic, records in held.records:
+            service.count_consumed(topic, records)
 
 
 async def fenced(service: "Service") -> None:
@@ -175,6 +215,12 @@ def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) 
     cache = service.state_cache(partition)
     states = {state.lead_id: state for key in lead_keys if (state := cache.get(key)) is not None}
     missing = [key for key in lead_keys if key not in cache]
+    held = service.unwritten.get(partition)
+    if missing and held is not None:  # held back from the store, and out of a cache emptied since
+        for key in [key for key in missing if key in held.states]:
+            state = held.states[key]
+            states[state.lead_id] = cache[key] = state
+        missing = [key for key in missing if key not in held.states]
     if missing:
         states.update(decode_states(read_states(service.leads, partition, missing)))
     return states

@@ -50,12 +50,12 @@ def register_scoring(service: "Service") -> None:
             except DeadLetterBlocked:
                 raise  # stopping while the dead-letter topic refuses records: the record is not acked
             except MembershipLost as lost:  # frozen past the session timeout: the partition's next owner reads it
-                service.caches.pop(message.partition, None)
+                service.forget_states(message.partition)
                 left_to_next_owner(message, lost)
                 continue
             except Exception as exc:
                 # Faust would ack the record and lose it: dead-letter it and go on.
-                service.caches.pop(message.partition, None)
+                service.forget_states(message.partition)
                 service.metrics.processing_errors.labels("score").inc()
                 log.exception(
                     "scoring failed; record dead-lettered",

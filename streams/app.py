@@ -24,6 +24,17 @@ VERSION = "0.1.0"
 
 
 @dataclass
+class Unwritten:
+    """A partition's changed states held back from the table while it catches up (write-behind),
+    and the inbound records they came from, counted as consumed once the states are written."""
+
+    generation: int
+    since: float = field(default_factory=time.monotonic)
+    states: dict[bytes, LeadState] = field(default_factory=dict)
+    records: list[tuple[str, int]] = field(default_factory=list)  # (topic, records) per batch
+
+
+@dataclass
 class Service:
     """One worker's app and everything its agents and views share."""
 
@@ -52,6 +63,12 @@ class Service:
     # Decoded states of recently touched leads, per partition: saves a store read and a decode
     # per lead per batch. Cleared on every assignment and after any failed batch.
     caches: dict[int, dict[bytes, LeadState]] = field(default_factory=dict)
+    # Changed states not written yet, per partition (agents/output.py ``apply_result``); and the
+    # partitions whose held states were forgotten since the consumer last heard (it reads again).
+    unwritten: dict[int, Unwritten] = field(default_factory=dict)
+    forgotten: set[int] = field(default_factory=set)
+    # Until when (monotonic s) a partition writes every batch, after its held states were forgotten.
+    hold_paused: dict[int, float] = field(default_factory=dict)
 
     def state_cache(self, partition: int) -> dict[bytes, LeadState]:
         """The partition's cache of decoded states (emptied when it grows past its bound)."""
@@ -59,6 +76,21 @@ class Service:
         if len(cache) >= self.settings.state_cache_per_partition:
             cache.clear()
         return cache
+
+    def forget_states(self, partition: int) -> None:
+        """Drop a partition's decoded states after a failure that may have left them half-applied:
+        the cache (read again from the store) and the states held back from the store, whose
+        input the consumer then reads again (``forgotten``)."""
+        self.caches.pop(partition, None)
+        if self.unwritten.pop(partition, None) is not None:
+            self.forgotten.add(partition)
+
+    def forget_all_states(self) -> None:
+        """Drop every decoded state (a new assignment: the store is the truth again, and every
+        batch not acked is read again from the committed offsets)."""
+        self.caches.clear()
+        self.unwritten.clear()
+        self.forgotten.clear()
 
     def partition_lock(self, partition: int) -> asyncio.Lock:
         """Held from reading a partition's states to writing them: the scoring path and the decay
@@ -76,7 +108,8 @@ class Service:
 
     def count_consumed(self, topic: str, records: int) -> None:
         """Count inbound records done with (scored, a duplicate, dead-lettered or passed on), once
-        their outputs and states are written (a batch dropped after a lost membership is not)."""
+        their outputs and states are written (a batch dropped after a lost membership, or whose
+        held states were forgotten, is not)."""
         kind = self.topic_kinds.get(topic)
         self.metrics.events_consumed.labels(topic, kind.value if kind else "unknown").inc(records)
 
@@ -149,25 +182,30 @@ def create_app(settings: Settings) -> Service:
     register_views(service)
     register_monitoring(service)
     if settings.consumption == "batch":
-        from agents.batch import score_batches
+        from agents.batch import score_batches, write_held_states
         from streams.faust_internals import install_batch_consumer
 
         identities_topic, identity_batch = settings.topics.identities, service.identity_batch
         assert identity_batch is not None
 
-        async def handle(batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        async def handle(batches: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
             tp, records = batches[0]
-            if tp.topic == identities_topic:  # its own group: one batch
+            if tp.topic == identities_topic:  # its own group: one batch, always written
                 await identity_batch(tp, records)
-            else:
-                await score_batches(service, batches)
+                return True
+            return await score_batches(service, batches, hold)
+
+        async def flush(batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+            await write_held_states(service, batches)
 
         def group_of(tp: Any) -> tuple[bool, int]:
             """Inbound batches of one partition number are scored together (their leads' states
             live on that partition); an identity batch is handled alone."""
             return tp.topic == identities_topic, tp.partition
 
-        install_batch_consumer(app, [*settings.topics.inbound(), identities_topic], handle, group_of)
+        install_batch_consumer(
+            app, [*settings.topics.inbound(), identities_topic], handle, group_of, flush, settings.write_behind_s
+        )
     else:
         from streams.faust_internals import install_record_consumption
 

@@ -118,8 +118,14 @@ from mode.utils.futures import notify
 from scoring.partitioner import key_partition
 from streams.time_sync import GRACE_MS, horizon, split_at
 
-# Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise.
-BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
+# Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise. With
+# ``hold`` true it may hold the group's state writes back (write-behind): it returns True when
+# everything the group's batches changed, these and any held before, is written (all may be
+# acked), False when it holds writes back (these batches wait, unacked, for the group's flush).
+BatchHandler = Callable[[Sequence[tuple[Any, Sequence[Any]]], bool], Awaitable[bool]]
+# Writes what the handler held back for the group of these batches (every batch held since the
+# group's last write); raises MembershipLost or ReadAgain when it could not (it then forgot them).
+GroupFlush = Callable[[Sequence[tuple[Any, Sequence[Any]]]], Awaitable[None]]
 # How often to ask again while the group coordinator cannot say whether this worker is a member.
 MEMBERSHIP_RETRY_S = 0.5
 # How long a partition group waits for a partition's next records before scoring without them
@@ -134,6 +140,11 @@ logger = logging.getLogger(__name__)
 class MembershipLost(Exception):
     """This worker is no longer a member of the group generation it consumes in: a write now could
     overwrite what the partition's next owner wrote (see :func:`confirm_membership`)."""
+
+
+class ReadAgain(Exception):
+    """The handler forgot what a group's unacked batches changed (a failure after it had held
+    writes back): the consumer reads them all again, from the first one held."""
 
 
 class CleanAssignmentConsumer(AIOKafkaConsumer):
@@ -170,6 +181,15 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
+    # Write-behind: how long a group may hold its state writes back while it catches up (0: never),
+    # and the call that writes them.
+    hold_s: float = 0.0
+    group_flush: GroupFlush | None = None
+    # The batches scored but not acked because their group holds its writes back, per group; since
+    # when each group holds, and the group generation they were fetched in.
+    _unwritten: Mapping[Hashable, Sequence[tuple[Any, Sequence[Any]]]] = {}
+    _unwritten_since: Mapping[Hashable, float] = {}
+    _unwritten_generation: int | None = None
     # The group a topic partition's batch is handled in (batches of one group go to one call).
     group_of: Callable[[Any], Hashable] = staticmethod(lambda tp: tp)
     _in_batch: asyncio.Lock | None = None
@@ -198,11 +218,11 @@ class BatchConsumer(CleanAssignmentConsumer):
         return self._in_batch
 
     async def wait_empty(self) -> None:
-        """Faust calls this when partitions are revoked, before the group moves them: the batch
-        under way finishes first, so its state is in the changelog before the next owner
-        recovers it, and no late write from here can overwrite the next owner's."""
-        async with self._batch_lock():
-            pass
+        """Faust calls this when partitions are revoked, before the group moves them, and when the
+        worker stops: the batch under way finishes first and every held write is made (then
+        acked, and Faust commits), so the states are in the changelog before the next owner
+        recovers them, and no late write from here can overwrite the next owner's."""
+        await self._flush_unwritten(self.app.consumer_generation_id, every=True)
         await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -215,6 +235,8 @@ class BatchConsumer(CleanAssignmentConsumer):
                 generation = self.app.consumer_generation_id
                 if self._held and self._held_generation != generation:
                     await self._resync(self._take_held())  # held across a completed rebalance
+                if self._unwritten:
+                    await self._flush_unwritten(generation)
                 # The last fetch's records are processed (or sought back), except those held back.
                 self.in_flight = frozenset(self._held)
                 records, active = await self._wait_next_records(1.0)
@@ -329,9 +351,10 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     async def _score_fetched(self, scored: Sequence[tuple[Any, Sequence[Any], int | None]], generation: int) -> None:
         """Hand the batches of one fetch to the handler at once, one task per group (``group_of``),
-        and ack the batches of each group that completed. The groups' CPU work still runs one
-        after the other, but their broker round trips (outputs, then changelog) overlap instead
-        of adding up: the producer sends what every group has ready in one request."""
+        and ack the batches of each group that completed (or keep them unacked while the group
+        holds its writes back). The groups' CPU work still runs one after the other, but their
+        broker round trips (outputs, then changelog) overlap instead of adding up: the producer
+        sends what every group has ready in one request."""
         handler = self.batch_handler
         assert handler is not None
         batches = [(tp, fresh) for tp, fresh, _ in scored]
@@ -344,24 +367,35 @@ class BatchConsumer(CleanAssignmentConsumer):
                 return
             for tp, fresh, last in scored:
                 await self._gap_before(tp, last, fresh)
-            outcomes, stopping = await self._run_all([handler(group) for group in groups.values()])
+            holds = [self._may_hold(group) for group in groups]
+            work = [handler(batch, hold) for batch, hold in zip(groups.values(), holds, strict=True)]
+            results, stopping = await self._run_all(work)
             moved_on = self.app.consumer_generation_id != generation
-            lost = [b for group, o in zip(groups.values(), outcomes, strict=True) if o is not None for b in group]
+            outcomes = [r if isinstance(r, BaseException) else None for r in results]
+            lost: list[tuple[Any, Sequence[Any]]] = []
             if not moved_on:
-                for group, outcome in zip(groups.values(), outcomes, strict=True):
-                    for tp, fresh in group if outcome is None else ():
-                        self._ack_batch(tp, fresh)
+                for group, batch, result in zip(groups, groups.values(), results, strict=True):
+                    if isinstance(result, BaseException):
+                        if isinstance(result, MembershipLost | ReadAgain):  # not acked: read again
+                            lost += [*self._take_unwritten(group), *batch]
+                        continue
+                    if result:
+                        for tp, fresh in [*self._take_unwritten(group), *batch]:
+                            self._ack_batch(tp, fresh)
+                    else:
+                        self._hold(group, batch, generation)
+                    for tp, fresh in batch:
                         self._read_offset[tp] = fresh[-1].offset
-            if lost and not moved_on:  # not acked: read again, here or by the next owner
-                await self._rewind(lost, generation)
+            if lost and not moved_on:  # read again, here or by the next owner
+                await self._rewind(_merged(lost), generation)
         if moved_on:  # the group reassigned partitions while these batches ran
             await self._resync(batches)
-        failures = [o for o in outcomes if o is not None and not isinstance(o, MembershipLost)]
+        failures = [o for o in outcomes if o is not None and not isinstance(o, MembershipLost | ReadAgain)]
         if failures:
             raise failures[0]  # e.g. the dead-letter topic refusing records while stopping
         if stopping:
             raise asyncio.CancelledError
-        if lost:  # frozen past the session: another worker owns these now
+        if any(isinstance(o, MembershipLost) for o in outcomes):  # frozen past the session
             logger.warning(
                 "membership lost: %d batches not acked (%s), read again by this worker or the next owner",
                 len(lost),
@@ -369,11 +403,68 @@ class BatchConsumer(CleanAssignmentConsumer):
             )
             await asyncio.sleep(MEMBERSHIP_RETRY_S)
 
+    def _may_hold(self, group: Hashable) -> bool:
+        """Whether a group may hold its state writes back now: while it catches up (one of its
+        partitions has records held back or is not fetched to its end), for at most ``hold_s``."""
+        if self.hold_s <= 0:
+            return False
+        since = self._unwritten_since.get(group)
+        if since is not None and time.monotonic() - since >= self.hold_s:
+            return False
+        assignment = _assignment(self._thread._ensure_consumer())
+        if assignment is None:
+            return False
+        held, members = self._held, self._group_members(assignment).get(group, ())
+        return any(tp in held or not _fetched_to_end(assignment, tp) for tp in members)
+
+    def _hold(self, group: Hashable, batch: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
+        """Keep a group's batches unacked until the group's writes are made."""
+        self._unwritten = {**self._unwritten, group: [*self._unwritten.get(group, ()), *batch]}
+        self._unwritten_since = {group: time.monotonic(), **self._unwritten_since}
+        self._unwritten_generation = generation
+
+    def _take_unwritten(self, group: Hashable) -> list[tuple[Any, Sequence[Any]]]:
+        """The group's batches held unacked, no longer held."""
+        if group not in self._unwritten:
+            return []
+        taken = list(self._unwritten[group])
+        self._unwritten = {g: b for g, b in self._unwritten.items() if g != group}
+        self._unwritten_since = {g: t for g, t in self._unwritten_since.items() if g != group}
+        return taken
+
+    async def _flush_unwritten(self, generation: int, every: bool = False) -> None:
+        """Make the held writes of each group that no longer may hold them (or of ``every``
+        group), then ack its batches; a group whose writes fail is read again. Batches held
+        across a completed rebalance are dropped unacked (the new assignment reads from its
+        committed offsets; the handler forgets their writes)."""
+        async with self._batch_lock():
+            if not self._unwritten:
+                return
+            if self._unwritten_generation != generation:
+                stale = [b for group in list(self._unwritten) for b in self._take_unwritten(group)]
+                await self._resync(_merged(stale))
+                return
+            flush = self.group_flush
+            assert flush is not None
+            for group in [g for g in self._unwritten if every or not self._may_hold(g)]:
+                batches = self._take_unwritten(group)
+                try:
+                    await flush(batches)
+                except (MembershipLost, ReadAgain) as exc:
+                    logger.warning("held state writes not made (%s): %d batches read again", exc, len(batches))
+                    await self._rewind(_merged(batches), generation)
+                    continue
+                except BaseException:
+                    self._unwritten = {group: batches, **self._unwritten}  # neither written nor acked
+                    raise
+                for tp, fresh in batches:
+                    self._ack_batch(tp, fresh)
+
     @staticmethod
-    async def _run_all(work: Sequence[Awaitable[None]]) -> tuple[list[BaseException | None], bool]:
+    async def _run_all(work: Sequence[Awaitable[bool]]) -> tuple[list[BaseException | bool], bool]:
         """Run batches concurrently to their end, even when the worker is stopping (a batch cut in
         half would have sent its MQL events but not written the states that record them); return
-        each batch's exception (None if it completed) and whether the worker is stopping."""
+        each batch's result or exception and whether the worker is stopping."""
         tasks = [asyncio.ensure_future(w) for w in work]
         everything = asyncio.gather(*tasks, return_exceptions=True)
         stopping = False
@@ -382,7 +473,7 @@ class BatchConsumer(CleanAssignmentConsumer):
         except asyncio.CancelledError:
             stopping = True
             results = await everything
-        return [r if isinstance(r, BaseException) else None for r in results], stopping
+        return list(results), stopping
 
     def _may_continue(self, generation: int) -> bool:
         return bool(self.flow_active) and self.app.consumer_generation_id == generation
@@ -586,6 +677,14 @@ class BatchConsumer(CleanAssignmentConsumer):
             self._read_offset[tp] = previous = record.offset
 
 
+def _merged(batches: Sequence[tuple[Any, Sequence[Any]]]) -> list[tuple[Any, Sequence[Any]]]:
+    """Batches of the same partitions from successive polls as one batch per partition, in order."""
+    merged: dict[Any, list[Any]] = {}
+    for tp, batch in batches:
+        merged.setdefault(tp, []).extend(batch)
+    return list(merged.items())
+
+
 def _assignment(client: Any) -> Any:
     """The aiokafka ``client``'s current assignment, or None."""
     subscription = client._subscription.subscription
@@ -714,10 +813,17 @@ def install_full_metadata(app: Any) -> None:
 
 
 def install_batch_consumer(
-    app: Any, topics: Iterable[str], handler: BatchHandler, group_of: Callable[[Any], Hashable] | None = None
+    app: Any,
+    topics: Iterable[str],
+    handler: BatchHandler,
+    group_of: Callable[[Any], Hashable] | None = None,
+    group_flush: GroupFlush | None = None,
+    hold_s: float = 0.0,
 ) -> None:
-    """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...])``, the
-    batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone)."""
+    """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...], hold)``,
+    the batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone).
+    With ``group_flush`` and ``hold_s`` > 0, a group catching up may hold its writes back for up
+    to ``hold_s`` seconds (:data:`BatchHandler`)."""
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
@@ -726,6 +832,9 @@ def install_batch_consumer(
         consumer.batch_handler = handler
         if group_of is not None:
             consumer.group_of = group_of
+        if group_flush is not None:
+            consumer.group_flush = group_flush
+            consumer.hold_s = hold_s
         return consumer
 
     app._new_consumer = new_consumer

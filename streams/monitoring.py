@@ -72,4 +72,4 @@ def register_monitoring(service: "Service") -> None:
         service.metrics.rebalances.inc()
         service.metrics.recovery_in_progress.set(1)
         service.recovered = False  # /readyz is false until the table is recovered again
-        service.caches.clear()  # the store is the truth again after a rebalance
+        service.forget_all_states()  # the store is the truth again after a rebalance

@@ -304,6 +304,12 @@ class Settings:
     # the bulk of its memory, about 8 KiB per state (README Operating); 0 keeps none (every batch reads its
     # states from the store).
     state_cache_per_partition: int = 50_000
+    # Write-behind: while a partition catches up (records held back or not fetched to the end), its
+    # changed states may be held back from the table for up to this many seconds (and up to the
+    # cache's bound), so a lead touched in several batches is written once; the batches' offsets
+    # are committed only once the states are written. 0 writes after every batch. Live traffic
+    # (read to the end) always writes after every batch.
+    write_behind_s: float = 5.0
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's
     # own automatic ones (each walks every cached lead state: a pause of up to a second).
     gc_full_interval_s: float = 600.0
@@ -389,6 +395,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         fetch_bytes=int(_number(env, "FETCH_BYTES", defaults.fetch_bytes, 65536)),
         produce_batch_bytes=int(_number(env, "PRODUCE_BATCH_BYTES", defaults.produce_batch_bytes, 16384)),
         state_cache_per_partition=int(_number(env, "STATE_CACHE", defaults.state_cache_per_partition, 0)),
+        write_behind_s=_number(env, "WRITE_BEHIND", defaults.write_behind_s, 0),
         gc_full_interval_s=_number(env, "GC_FULL_INTERVAL", defaults.gc_full_interval_s, 0),
         identity=_identity_settings(env),
         security=_kafka_security(env),

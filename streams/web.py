@@ -78,10 +78,13 @@ def register_views(service: "Service") -> None:
     async def lead(web: Any, request: Any, lead_id: str) -> Any:
         origin = service.settings.collector.worker_cors_origin  # the demo page's live score
         cors = {"Access-Control-Allow-Origin": origin} if origin else None
-        raw = service.leads.get(lead_id.encode())
-        if raw is None:
-            return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404, headers=cors)
-        state = decode_state(raw)
+        key = lead_id.encode()
+        state = next((held.states[key] for held in service.unwritten.values() if key in held.states), None)
+        if state is None:  # not held back from the table (write-behind while catching up)
+            raw = service.leads.get(key)
+            if raw is None:
+                return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404, headers=cors)
+            state = decode_state(raw)
         now_ms = service.clock.now_ms()
         score = service.scorer.score_at(state, now_ms)
         return web.json(

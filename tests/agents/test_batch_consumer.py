@@ -17,7 +17,13 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 
 from streams.app import create_app
-from streams.faust_internals import BatchConsumer, CleanAssignmentConsumer, MembershipLost, _open_handovers_on_resume
+from streams.faust_internals import (
+    BatchConsumer,
+    CleanAssignmentConsumer,
+    MembershipLost,
+    ReadAgain,
+    _open_handovers_on_resume,
+)
 from streams.settings import settings_from_env
 
 pytestmark = pytest.mark.agents
@@ -39,13 +45,14 @@ class FakeClient:
     def __init__(self) -> None:
         self.states: dict[TP, SimpleNamespace] = {}
         self.sought: list[tuple[str, int, int]] = []
-        assignment = SimpleNamespace(state_value=self.states.get)
-        self._subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        self._subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=None))
 
     def assign(self, *tps: TP) -> None:
-        """A new assignment: fresh fetch states, no position until reset."""
+        """A new assignment: fresh fetch states, no position until reset, nothing fetched yet."""
         self.states.clear()
-        self.states.update({t: SimpleNamespace(_position=None) for t in tps})
+        self.states.update({t: SimpleNamespace(_position=None, paused=False, highwater=None) for t in tps})
+        assignment = SimpleNamespace(state_value=self.states.get, tps=set(tps))
+        self._subscription.subscription.assignment = assignment
 
     def seek(self, t: TP, offset: int) -> None:
         self.states[t]._position = offset
@@ -87,11 +94,12 @@ async def test_one_partition_numbers_batches_go_to_one_call_and_the_groups_run_c
     calls: list[list[tuple[str, int]]] = []
     both_started = asyncio.Event()
 
-    async def handler(group: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    async def handler(group: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
         calls.append([(t.topic, t.partition) for t, _ in group])
         if len(calls) == 2:
             both_started.set()
         await asyncio.wait_for(both_started.wait(), 2)  # a group run after the other never sees both
+        return True
 
     visits0, emails0, visits1 = tp("visits", 0), tp("emails", 0), tp("visits", 1)
     c = consumer(handler, visits0, emails0, visits1)
@@ -108,9 +116,10 @@ async def test_one_partition_numbers_batches_go_to_one_call_and_the_groups_run_c
 
 
 async def test_a_group_that_lost_membership_is_rewound_and_the_others_are_acked() -> None:
-    async def handler(group: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    async def handler(group: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
         if group[0][0].partition == 1:
             raise MembershipLost("gone")
+        return True
 
     visits0, visits1 = tp("visits", 0), tp("visits", 1)
     c = consumer(handler, visits0, visits1)
@@ -124,9 +133,10 @@ async def test_a_group_that_lost_membership_is_rewound_and_the_others_are_acked(
 
 
 async def test_an_unexpected_failure_is_raised_after_the_other_groups_are_acked() -> None:
-    async def handler(group: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    async def handler(group: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
         if group[0][0].partition == 0:
             raise RuntimeError("dead-letter topic refusing records")
+        return True
 
     visits0, visits1 = tp("visits", 0), tp("visits", 1)
     c = consumer(handler, visits0, visits1)
@@ -140,15 +150,146 @@ async def test_nothing_is_acked_when_the_group_moved_on_meanwhile() -> None:
     c: Any = None
     visits0 = tp("visits", 0)
 
-    async def handler(group: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+    async def handler(group: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
         c.app.consumer_generation_id = GENERATION + 1  # a rebalance completed while scoring
         c.client.assign(visits0)  # the same partition again, in a new assignment
+        return True
 
     c = consumer(handler, visits0)
     fetch(c, [(visits0, records(0, 4, 3))])
     await c._score_fetched([(visits0, records(0, 4, 3), None)], GENERATION)
     assert c._acked[visits0] == []
     assert c.client.sought == []  # the new assignment reads from its committed offset
+
+
+def behind(c: Any, t: TP, end: int) -> None:
+    """The broker holds records of ``t`` up to ``end``, past its fetch position."""
+    c.client.states[t].highwater = end
+
+
+class Writes:
+    """A handler that holds its writes back when offered (or not, per ``answers``), and a flush."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = list(answers)
+        self.offered: list[bool] = []
+        self.flushed: list[list[tuple[str, int, int]]] = []
+        self.flush_fails: Exception | None = None
+
+    async def handle(self, group: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
+        self.offered.append(hold)
+        answer = self.answers.pop(0) if self.answers else not hold
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def flush(self, batches: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        self.flushed.append([(t.topic, t.partition, batch[0].offset) for t, batch in batches])
+        if self.flush_fails is not None:
+            raise self.flush_fails
+
+
+def holding_consumer(writes: Writes, *tps: TP, hold_s: float = 5.0) -> Any:
+    c = consumer(writes.handle, *tps)
+    c.group_flush, c.hold_s = writes.flush, hold_s
+    c.batch_topics = frozenset(t.topic for t in tps)
+    return c
+
+
+async def poll(c: Any, t: TP, first: int, count: int) -> None:
+    batch = records(t.partition, first, count)
+    fetch(c, [(t, batch)])
+    await c._score_fetched([(t, batch, None)], GENERATION)
+
+
+async def test_a_group_holding_its_writes_is_acked_with_the_batch_that_writes_them() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes(False, True)
+    c = holding_consumer(writes, visits0)
+    behind(c, visits0, 100)
+    await poll(c, visits0, 0, 3)
+    assert c._acked[visits0] == []  # held: its states are not in the table yet
+    assert c._read_offset[visits0] == 2  # but scored: the next poll reads on
+    await poll(c, visits0, 3, 2)
+    assert writes.offered == [True, True]
+    assert c._acked[visits0] == [0, 1, 2, 3, 4]
+    assert c._unwritten == {}
+
+
+async def test_holding_is_offered_only_while_the_group_catches_up_and_for_at_most_hold_s() -> None:
+    visits0, emails0 = tp("visits", 0), tp("emails", 0)
+    writes = Writes()
+    c = holding_consumer(writes, visits0, emails0, hold_s=0.2)
+    c.client.states[emails0]._position = 0
+    behind(c, emails0, 50)  # the group's other topic still has records on the broker
+    await poll(c, visits0, 0, 3)  # visits fetched to its end
+    await poll(c, visits0, 3, 3)
+    await asyncio.sleep(0.25)
+    await poll(c, visits0, 6, 3)  # held for longer than hold_s: written
+    behind(c, emails0, 0)
+    await poll(c, visits0, 9, 3)  # every partition of the group read to its end: written
+    assert writes.offered == [True, True, False, False]
+    assert c._acked[visits0] == list(range(12))
+    assert holding_consumer(Writes(), visits0, hold_s=0)._may_hold(0) is False
+
+
+async def test_held_batches_are_read_again_from_the_first_held_record_when_the_handler_forgot_them() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes(False, False, ReadAgain("forgotten"))
+    c = holding_consumer(writes, visits0)
+    behind(c, visits0, 100)
+    await poll(c, visits0, 10, 3)
+    await poll(c, visits0, 13, 3)
+    await poll(c, visits0, 16, 3)
+    assert c._acked[visits0] == []
+    assert c.client.sought == [("visits", 0, 10)]
+    assert c._read_offset[visits0] == 10
+    assert c._unwritten == {}
+
+
+async def test_a_group_that_caught_up_is_flushed_and_acked_even_with_no_batch_of_its_own() -> None:
+    visits0, visits1 = tp("visits", 0), tp("visits", 1)
+    writes = Writes(False, False)
+    c = holding_consumer(writes, visits0, visits1)
+    behind(c, visits0, 100)
+    behind(c, visits1, 100)
+    await poll(c, visits0, 0, 2)
+    await poll(c, visits1, 5, 2)
+    behind(c, visits0, 2)  # partition 0's group read to its end: its writes are due; 1 still catches up
+    await c._flush_unwritten(GENERATION)
+    assert writes.flushed == [[("visits", 0, 0)]]
+    assert (c._acked[visits0], c._acked[visits1]) == ([0, 1], [])
+    await c._flush_unwritten(GENERATION, every=True)  # what a revocation (wait_empty) does
+    assert writes.flushed[1:] == [[("visits", 1, 5)]]
+    assert c._acked[visits1] == [5, 6]
+
+
+async def test_held_batches_whose_flush_failed_are_read_again() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes(False, False)
+    c = holding_consumer(writes, visits0)
+    behind(c, visits0, 100)
+    await poll(c, visits0, 0, 2)
+    await poll(c, visits0, 2, 2)
+    writes.flush_fails = ReadAgain("write failed")
+    await c._flush_unwritten(GENERATION, every=True)
+    assert writes.flushed == [[("visits", 0, 0), ("visits", 0, 2)]]
+    assert c._acked[visits0] == []
+    assert c.client.sought == [("visits", 0, 0)]
+
+
+async def test_batches_held_across_a_completed_rebalance_are_neither_written_nor_acked() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes(False)
+    c = holding_consumer(writes, visits0)
+    behind(c, visits0, 100)
+    await poll(c, visits0, 0, 2)
+    c.app.consumer_generation_id = GENERATION + 1
+    c.client.assign(visits0)  # the new assignment reads from its committed offset
+    await c._flush_unwritten(GENERATION + 1)
+    assert writes.flushed == []
+    assert c._acked[visits0] == []
+    assert c._unwritten == {}
 
 
 async def test_records_fetched_before_the_seek_to_the_committed_offset_are_not_sought_back_after_it() -> None:

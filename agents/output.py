@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from streams.app import Service
 
 log = logging.getLogger(__name__)
+# The most states encoded and sent to the changelog at once (a write of held states can hold a
+# partition's every lead: its encoded states and their produce batches would all be in memory).
+WRITE_CHUNK = 2000
 
 
 def decode_states(values: dict[bytes, bytes]) -> dict[str, LeadState]:
@@ -154,13 +157,16 @@ async def write_unwritten(
         held = None
     states: dict[bytes, LeadState | None] = dict(held.states) if held is not None else {}
     states.update(items)
-    if states:
+    pending = list(states.items())
+    for start in range(0, len(pending), WRITE_CHUNK):  # encoded and sent a chunk at a time: bounded memory
         await fenced(service)
         encoding = time.thread_time()
-        encoded = [(key, None if state is None else encode_state(state)) for key, state in states.items()]
+        chunk = [
+            (key, None if state is None else encode_state(state)) for key, state in pending[start : start + WRITE_CHUNK]
+        ]
         service.metrics.cpu_encode.inc(time.thread_time() - encoding)
-        await write_states(service.leads, partition, encoded, store_cpu=service.metrics.cpu_store.inc)
-        service.metrics.changelog_records.inc(len(encoded))
+        await write_states(service.leads, partition, chunk, store_cpu=service.metrics.cpu_store.inc)
+        service.metrics.changelog_records.inc(len(chunk))
     if held is not None:
         del service.unwritten[partition]
         for topic, records in held.records:

@@ -133,6 +133,9 @@ MEMBERSHIP_RETRY_S = 0.5
 MAX_WAIT_S = 5.0
 # How long a poll waits when every partition it could fetch from has records held back.
 HELD_ONLY_WAIT_S = 0.05
+# How far behind (records) one of a partition group's partitions must be for the group to hold
+# its state writes back (write-behind): about one catch-up batch.
+HOLD_MIN_LAG = 5000
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +408,9 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     def _may_hold(self, group: Hashable) -> bool:
         """Whether a group may hold its state writes back now: while it catches up (one of its
-        partitions has records held back or is not fetched to its end), for at most ``hold_s``."""
+        partitions is at least ``HOLD_MIN_LAG`` records behind its end), for at most ``hold_s``.
+        Live traffic writes after every batch: a write of seconds of held states delays the
+        next poll of every partition (p99 event -> MQL 339 ms at 50% of the maximum rate, once)."""
         if self.hold_s <= 0:
             return False
         since = self._unwritten_since.get(group)
@@ -414,8 +419,7 @@ class BatchConsumer(CleanAssignmentConsumer):
         assignment = _assignment(self._thread._ensure_consumer())
         if assignment is None:
             return False
-        held, members = self._held, self._group_members(assignment).get(group, ())
-        return any(tp in held or not _fetched_to_end(assignment, tp) for tp in members)
+        return any(_lag(assignment, tp) >= HOLD_MIN_LAG for tp in self._group_members(assignment).get(group, ()))
 
     def _hold(self, group: Hashable, batch: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
         """Keep a group's batches unacked until the group's writes are made."""
@@ -697,6 +701,15 @@ def _fetch_position(client: Any, tp: Any) -> tuple[Any, int | None] | None:
     assignment = _assignment(client)
     state = None if assignment is None else assignment.state_value(tp)
     return None if state is None else (state, state._position)
+
+
+def _lag(assignment: Any, tp: Any) -> int:
+    """How many records an assigned partition's fetch position is behind the end offset of its
+    last fetch response (0 if it cannot be fetched from now, or was never fetched from)."""
+    state = assignment.state_value(tp)
+    if state is None or state.paused or state._position is None or state.highwater is None:
+        return 0
+    return max(int(state.highwater) - int(state._position), 0)
 
 
 def _fetched_to_end(assignment: Any, tp: Any) -> bool:

@@ -18,6 +18,7 @@ from faust.types import TP
 
 from streams.app import create_app
 from streams.faust_internals import (
+    HOLD_MIN_LAG,
     BatchConsumer,
     CleanAssignmentConsumer,
     MembershipLost,
@@ -206,7 +207,7 @@ async def test_a_group_holding_its_writes_is_acked_with_the_batch_that_writes_th
     visits0 = tp("visits", 0)
     writes = Writes(False, True)
     c = holding_consumer(writes, visits0)
-    behind(c, visits0, 100)
+    behind(c, visits0, 100_000)
     await poll(c, visits0, 0, 3)
     assert c._acked[visits0] == []  # held: its states are not in the table yet
     assert c._read_offset[visits0] == 2  # but scored: the next poll reads on
@@ -221,7 +222,7 @@ async def test_holding_is_offered_only_while_the_group_catches_up_and_for_at_mos
     writes = Writes()
     c = holding_consumer(writes, visits0, emails0, hold_s=0.2)
     c.client.states[emails0]._position = 0
-    behind(c, emails0, 50)  # the group's other topic still has records on the broker
+    behind(c, emails0, 100_000)  # the group's other topic is far behind: catching up
     await poll(c, visits0, 0, 3)  # visits fetched to its end
     await poll(c, visits0, 3, 3)
     await asyncio.sleep(0.25)
@@ -233,11 +234,23 @@ async def test_holding_is_offered_only_while_the_group_catches_up_and_for_at_mos
     assert holding_consumer(Writes(), visits0, hold_s=0)._may_hold(0) is False
 
 
+async def test_live_traffic_a_few_records_behind_is_written_after_every_batch() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes()
+    c = holding_consumer(writes, visits0)
+    await poll(c, visits0, 0, 3)
+    behind(c, visits0, 6 + HOLD_MIN_LAG - 1)  # records keep arriving: the poll ends short of the end
+    await poll(c, visits0, 3, 3)
+    behind(c, visits0, 9 + HOLD_MIN_LAG)  # a full HOLD_MIN_LAG behind: catching up
+    await poll(c, visits0, 6, 3)
+    assert writes.offered == [False, False, True]
+
+
 async def test_held_batches_are_read_again_from_the_first_held_record_when_the_handler_forgot_them() -> None:
     visits0 = tp("visits", 0)
     writes = Writes(False, False, ReadAgain("forgotten"))
     c = holding_consumer(writes, visits0)
-    behind(c, visits0, 100)
+    behind(c, visits0, 100_000)
     await poll(c, visits0, 10, 3)
     await poll(c, visits0, 13, 3)
     await poll(c, visits0, 16, 3)
@@ -251,8 +264,8 @@ async def test_a_group_that_caught_up_is_flushed_and_acked_even_with_no_batch_of
     visits0, visits1 = tp("visits", 0), tp("visits", 1)
     writes = Writes(False, False)
     c = holding_consumer(writes, visits0, visits1)
-    behind(c, visits0, 100)
-    behind(c, visits1, 100)
+    behind(c, visits0, 100_000)
+    behind(c, visits1, 100_000)
     await poll(c, visits0, 0, 2)
     await poll(c, visits1, 5, 2)
     behind(c, visits0, 2)  # partition 0's group read to its end: its writes are due; 1 still catches up
@@ -268,7 +281,7 @@ async def test_held_batches_whose_flush_failed_are_read_again() -> None:
     visits0 = tp("visits", 0)
     writes = Writes(False, False)
     c = holding_consumer(writes, visits0)
-    behind(c, visits0, 100)
+    behind(c, visits0, 100_000)
     await poll(c, visits0, 0, 2)
     await poll(c, visits0, 2, 2)
     writes.flush_fails = ReadAgain("write failed")
@@ -282,7 +295,7 @@ async def test_batches_held_across_a_completed_rebalance_are_neither_written_nor
     visits0 = tp("visits", 0)
     writes = Writes(False)
     c = holding_consumer(writes, visits0)
-    behind(c, visits0, 100)
+    behind(c, visits0, 100_000)
     await poll(c, visits0, 0, 2)
     c.app.consumer_generation_id = GENERATION + 1
     c.client.assign(visits0)  # the new assignment reads from its committed offset

@@ -139,6 +139,7 @@ async def apply_result(
         # Held up to the cache's bound (what the states' memory is sized by), in one generation.
         if held.generation == generation and len(held.states) < service.settings.state_cache_per_partition:
             held.states.update((key, state) for key, state in items if state is not None)  # no tombstone here
+            service.metrics.state_writes_held.inc(len(items))
             return False
     await write_unwritten(service, partition, items)
     return True

@@ -204,7 +204,13 @@ def create_app(settings: Settings) -> Service:
             return tp.topic == identities_topic, tp.partition
 
         install_batch_consumer(
-            app, [*settings.topics.inbound(), identities_topic], handle, group_of, flush, settings.write_behind_s
+            app,
+            [*settings.topics.inbound(), identities_topic],
+            handle,
+            group_of,
+            flush,
+            settings.write_behind_s,
+            settings.write_behind_min_lag,
         )
     else:
         from streams.faust_internals import install_record_consumption

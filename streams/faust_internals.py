@@ -133,9 +133,6 @@ MEMBERSHIP_RETRY_S = 0.5
 MAX_WAIT_S = 5.0
 # How long a poll waits when every partition it could fetch from has records held back.
 HELD_ONLY_WAIT_S = 0.05
-# How far behind (records) one of a partition group's partitions must be for the group to hold
-# its state writes back (write-behind): about one catch-up batch.
-HOLD_MIN_LAG = 5000
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +185,8 @@ class BatchConsumer(CleanAssignmentConsumer):
     # and the call that writes them.
     hold_s: float = 0.0
     group_flush: GroupFlush | None = None
+    # How far behind (records) one of a group's partitions must be for the group to hold.
+    hold_min_lag: int = 5000
     # The batches scored but not acked because their group holds its writes back, per group; since
     # when each group holds, and the group generation they were fetched in.
     _unwritten: Mapping[Hashable, Sequence[tuple[Any, Sequence[Any]]]] = {}
@@ -408,7 +407,7 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     def _may_hold(self, group: Hashable) -> bool:
         """Whether a group may hold its state writes back now: while it catches up (one of its
-        partitions is at least ``HOLD_MIN_LAG`` records behind its end), for at most ``hold_s``.
+        partitions is at least ``hold_min_lag`` records behind its end), for at most ``hold_s``.
         Live traffic writes after every batch: a write of seconds of held states delays the
         next poll of every partition (p99 event -> MQL 339 ms at 50% of the maximum rate, once)."""
         if self.hold_s <= 0:
@@ -419,7 +418,8 @@ class BatchConsumer(CleanAssignmentConsumer):
         assignment = _assignment(self._thread._ensure_consumer())
         if assignment is None:
             return False
-        return any(_lag(assignment, tp) >= HOLD_MIN_LAG for tp in self._group_members(assignment).get(group, ()))
+        members = self._group_members(assignment).get(group, ())
+        return any(_lag(assignment, tp) >= self.hold_min_lag for tp in members)
 
     def _hold(self, group: Hashable, batch: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
         """Keep a group's batches unacked until the group's writes are made."""
@@ -832,11 +832,12 @@ def install_batch_consumer(
     group_of: Callable[[Any], Hashable] | None = None,
     group_flush: GroupFlush | None = None,
     hold_s: float = 0.0,
+    hold_min_lag: int = 5000,
 ) -> None:
     """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...], hold)``,
     the batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone).
-    With ``group_flush`` and ``hold_s`` > 0, a group catching up may hold its writes back for up
-    to ``hold_s`` seconds (:data:`BatchHandler`)."""
+    With ``group_flush`` and ``hold_s`` > 0, a group catching up (a partition ``hold_min_lag``
+    records behind) may hold its writes back for up to ``hold_s`` seconds (:data:`BatchHandler`)."""
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
@@ -847,7 +848,7 @@ def install_batch_consumer(
             consumer.group_of = group_of
         if group_flush is not None:
             consumer.group_flush = group_flush
-            consumer.hold_s = hold_s
+            consumer.hold_s, consumer.hold_min_lag = hold_s, hold_min_lag
         return consumer
 
     app._new_consumer = new_consumer

@@ -103,6 +103,19 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.state_writes_held = Counter(
+            "leadscore_state_writes_held_total",
+            "Changed lead states held back instead of written after their batch (write-behind while "
+            "catching up; a lead held in several batches counts in each): against "
+            "leadscore_changelog_records_total, the writes saved.",
+            registry=r,
+        )
+        self.states_held_back = Gauge(
+            "leadscore_states_held_back",
+            "Changed lead states held back from the table while their partition catches up "
+            "(write-behind, LEADSCORE_WRITE_BEHIND); their input is committed once they are written.",
+            registry=r,
+        )
         self.partition_progress = Gauge(
             "leadscore_partition_last_progress_timestamp_seconds",
             "Unix time at which the partition last had a record processed.",

@@ -17,9 +17,11 @@ LAG_INTERVAL_S = 5.0
 
 
 def update_lag(service: "Service") -> None:
-    """Set the lag gauges, and the held records of the inbound ones, of every partition this worker owns."""
+    """Set the lag gauges, and the held records of the inbound ones, of every partition this worker
+    owns; and the lead states held back from the table."""
     app, metrics = service.app, service.metrics
     now = time.time()
+    metrics.states_held_back.set(sum(len(held.states) for held in service.unwritten.values()))
     held = held_records(app)
     for tp in app.assignor.assigned_actives():
         labels = (tp.topic, str(tp.partition))

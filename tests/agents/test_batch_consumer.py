@@ -18,7 +18,6 @@ from faust.types import TP
 
 from streams.app import create_app
 from streams.faust_internals import (
-    HOLD_MIN_LAG,
     BatchConsumer,
     CleanAssignmentConsumer,
     MembershipLost,
@@ -239,9 +238,9 @@ async def test_live_traffic_a_few_records_behind_is_written_after_every_batch() 
     writes = Writes()
     c = holding_consumer(writes, visits0)
     await poll(c, visits0, 0, 3)
-    behind(c, visits0, 6 + HOLD_MIN_LAG - 1)  # records keep arriving: the poll ends short of the end
+    behind(c, visits0, 6 + c.hold_min_lag - 1)  # records keep arriving: the poll ends short of the end
     await poll(c, visits0, 3, 3)
-    behind(c, visits0, 9 + HOLD_MIN_LAG)  # a full HOLD_MIN_LAG behind: catching up
+    behind(c, visits0, 9 + c.hold_min_lag)  # a full hold_min_lag behind: catching up
     await poll(c, visits0, 6, 3)
     assert writes.offered == [False, False, True]
 

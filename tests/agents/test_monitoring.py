@@ -22,7 +22,7 @@ def worker(held: dict[TP, list[object]], ends: dict[TP, int], committed: dict[TP
     assignor = SimpleNamespace(assigned_actives=lambda: {VISITS, WEBINARS, TICKS})
     app = SimpleNamespace(consumer=consumer, assignor=assignor)
     kinds = {VISITS.topic: object(), WEBINARS.topic: object()}
-    return SimpleNamespace(app=app, metrics=Metrics("test", "test"), topic_kinds=kinds, progress={})
+    return SimpleNamespace(app=app, metrics=Metrics("test", "test"), topic_kinds=kinds, progress={}, unwritten={})
 
 
 def gauge(service: Any, name: str, tp: TP) -> float | None:
@@ -48,3 +48,13 @@ def test_agent_consumption_has_no_held_records() -> None:
     del service.app.consumer._held
     update_lag(service)
     assert gauge(service, "leadscore_records_held", VISITS) == 0
+
+
+def test_the_lead_states_held_back_from_the_table_are_reported() -> None:
+    service = worker({}, {VISITS: 1, WEBINARS: 1, TICKS: 1}, {})
+    service.unwritten = {3: SimpleNamespace(states=dict.fromkeys([b"a", b"b"])), 5: SimpleNamespace(states={b"c": 0})}
+    update_lag(service)
+    assert service.metrics.registry.get_sample_value("leadscore_states_held_back") == 3
+    service.unwritten = {}
+    update_lag(service)
+    assert service.metrics.registry.get_sample_value("leadscore_states_held_back") == 0

@@ -23,7 +23,7 @@ from scoring.state import decode_state
 from streams import faust_internals
 from streams.app import Service, create_app
 from streams.faust_internals import MembershipLost, ReadAgain
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError, settings_from_env
 
 pytestmark = pytest.mark.agents
 
@@ -84,6 +84,7 @@ async def test_held_batches_write_each_lead_once_and_count_as_consumed_only_then
 
     assert changelog_keys(service) == [[b"L1", b"L2", b"L3"]]
     assert consumed(service) == 4
+    assert service.metrics.state_writes_held._value.get() == 4  # L1 held twice, L2 and L3 once
     assert sorted(stored(service, "L1").seen) == ["e0", "e2"]
     assert service.unwritten == {}
 
@@ -193,3 +194,19 @@ async def test_states_held_in_an_older_group_generation_are_never_written(servic
     with pytest.raises(ReadAgain):
         await write_held_states(service, visits(service, ["L1"], 0))
     assert changelog_keys(service) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "hold_s", "min_lag"),
+    [({}, 5.0, 5000), ({"LEADSCORE_WRITE_BEHIND": "0", "LEADSCORE_WRITE_BEHIND_MIN_LAG": "200"}, 0.0, 200)],
+)
+def test_the_worker_s_consumer_holds_as_configured(env: dict[str, str], hold_s: float, min_lag: int) -> None:
+    consumer = create_app(settings_from_env(env)).app._new_consumer()
+    assert (consumer.hold_s, consumer.hold_min_lag) == (hold_s, min_lag)
+    assert consumer.group_flush is not None
+
+
+@pytest.mark.parametrize("env", [{"LEADSCORE_WRITE_BEHIND": "-1"}, {"LEADSCORE_WRITE_BEHIND_MIN_LAG": "0"}])
+def test_bad_write_behind_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        settings_from_env(env)

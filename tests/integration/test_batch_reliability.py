@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -159,22 +160,31 @@ def check_crossing_ids(bootstrap: str, names: str) -> None:
     assert all(len(v) == 1 for v in ids.values())
 
 
+# Write-behind from 50 records behind: the tests' backlogs (a few thousand records per partition)
+# would otherwise always be written after every batch.
+HOLDING = {"LEADSCORE_WRITE_BEHIND_MIN_LAG": "50"}
+
+
+@pytest.mark.parametrize("holding", [False, True], ids=["written-every-batch", "write-behind"])
 def test_kill_minus_nine_mid_stream_then_restart(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, holding: bool
 ) -> None:
     app_id = names.rstrip(".") + "-app"
     data = synthetic_input(names, 1500)
     create_topics(bootstrap, names)
     run(produce(bootstrap, data))
-    worker = worker_factory(0, LEADSCORE_MAX_POLL_RECORDS="500")  # else one poll may hold all the input
+    env = HOLDING if holding else {"LEADSCORE_WRITE_BEHIND": "0"}
+    worker = worker_factory(0, LEADSCORE_MAX_POLL_RECORDS="500", **env)  # else one poll may hold all the input
     deadline = time.monotonic() + 120
     while (consumed := worker.metric("leadscore_events_consumed_total")) < len(
         data
     ) * 0.3 and time.monotonic() < deadline:
         time.sleep(0.05)
+    held = worker.metric("leadscore_state_writes_held_total")
     worker.stop(signal.SIGKILL)
     assert consumed < len(data), "the worker finished before it could be killed mid-stream"
-    worker_factory(0)  # the same data directory: RocksDB plus the changelog after its persisted offset
+    assert (held > 0) is holding
+    worker_factory(0, **env)  # the same data directory: RocksDB plus the changelog after its persisted offset
     check_against_replay(bootstrap, names, app_id, scorer)
     check_crossing_ids(bootstrap, names)
 
@@ -186,12 +196,13 @@ def test_two_workers_rebalancing_under_load(
     data = synthetic_input(names, 1500)
     half = len(data) // 2
     create_topics(bootstrap, names)
-    worker_factory(0)
-    run(produce(bootstrap, data[:half]))
-    second = worker_factory(1)  # joins the group: partitions move while records flow
+    run(produce(bootstrap, data[:half]))  # a backlog: the first worker holds states while it catches up
+    first = worker_factory(0, LEADSCORE_MAX_POLL_RECORDS="200", **HOLDING)
+    second = worker_factory(1, LEADSCORE_MAX_POLL_RECORDS="200", **HOLDING)  # partitions move while records flow
     run(produce(bootstrap, data[half:]))
     wait_consumed(bootstrap, app_id, [names + t for t in TopicNames().inbound()])
     assert second.metric("leadscore_events_consumed_total") > 0  # the second worker took partitions
+    assert first.metric("leadscore_state_writes_held_total") + second.metric("leadscore_state_writes_held_total") > 0
     check_against_replay(bootstrap, names, app_id, scorer)
     check_crossing_ids(bootstrap, names)
     records = run(read_until(bootstrap, [names + "lead-dead-letters"], lambda r: False, timeout_s=2))

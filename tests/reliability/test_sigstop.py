@@ -21,15 +21,24 @@ from tests.integration.worker import WorkerProcess
 from tests.reliability.harness import SESSION_TIMEOUT_S, WORKER_ENV, Load, crossings, lost_total, soak, verify
 from tests.reliability.report import record
 
+# Write-behind from 1 record behind: under this live load the default (5,000) never holds, and a
+# worker frozen while it holds states must neither write them after the thaw nor lose their input.
+HOLDING = {"LEADSCORE_WRITE_BEHIND_MIN_LAG": "1"}
 
-@pytest.mark.parametrize("consumption", ["batch", "agent"])
+
+@pytest.mark.parametrize(("consumption", "holding"), [("batch", False), ("batch", True), ("agent", False)])
 def test_worker_frozen_past_its_session_timeout(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, consumption: str
+    worker_factory: Callable[..., WorkerProcess],
+    bootstrap: str,
+    names: str,
+    scorer: Scorer,
+    consumption: str,
+    holding: bool,
 ) -> None:
     freezes = soak(1, 5)
     data = synthetic_input(names, soak(1000, 4000))
     create_topics(bootstrap, names)
-    env = {**WORKER_ENV, "LEADSCORE_CONSUMPTION": consumption}
+    env = {**WORKER_ENV, "LEADSCORE_CONSUMPTION": consumption, **(HOLDING if holding else {})}
     workers = [worker_factory(0, **env), worker_factory(1, **env)]
     frozen = workers[0]
     assert frozen.process is not None
@@ -49,9 +58,11 @@ def test_worker_frozen_past_its_session_timeout(
     load.wait()
     assert frozen.process.poll() is None, frozen.log()
     refused = frozen.metric("leadscore_zombie_writes_refused_total")
+    held = sum(worker.metric("leadscore_state_writes_held_total") for worker in workers)
     figures = verify(bootstrap, names, scorer, data)
+    mode = " (write-behind)" if holding else "" if consumption == "batch" else " (agent consumption)"
     record(
-        "SIGSTOP past the session timeout" + ("" if consumption == "batch" else " (agent consumption)"),
+        "SIGSTOP past the session timeout" + mode,
         faults=freezes,
         sent=figures.sent,
         lost=lost_total(figures),
@@ -62,3 +73,4 @@ def test_worker_frozen_past_its_session_timeout(
         f"{crossings(figures)}; {refused:.0f} writes refused by the frozen worker after the thaw",
     )
     assert figures.problems == []
+    assert (held > 0) is holding

@@ -28,6 +28,14 @@ What it replaces, and why:
   timestamp synchronization) and holds the rest, unacked, for the next poll; :meth:`_getmany`
   does not fetch from a partition while it holds records of it, and every seek back or rebalance
   drops them (they are read again from the broker).
+- **Acks held back with their writes (write-behind).** Faust acks what its agents have processed.
+  While a partition group catches up (a partition ``hold_min_lag`` records behind its end), the
+  handler may hold the group's state writes back for up to ``hold_s`` seconds (:data:`BatchHandler`):
+  :meth:`BatchConsumer._score_fetched` then keeps the group's batches unacked (``_unwritten``)
+  until the handler or :meth:`BatchConsumer._flush_unwritten` (each poll, and in ``wait_empty``
+  at every revocation and stop) has written them, and reads them all again from the first one
+  held when the writes are lost (:class:`ReadAgain`, :class:`MembershipLost`); batches held
+  across a completed rebalance are dropped unacked like any fetched before it.
 - **Table writes without a current event.** ``Table.__setitem__`` and the RocksDB store take the
   changelog partition and the RocksDB database from the *current event*; a batch has none. So
   :func:`read_states`, :func:`write_states` and :func:`partition_items` (the identity sweep's

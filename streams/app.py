@@ -28,8 +28,7 @@ class Unwritten:
     """A partition's changed states held back from the table while it catches up (write-behind),
     and the inbound records they came from, counted as consumed once the states are written."""
 
-    generation: int
-    since: float = field(default_factory=time.monotonic)
+    generation: int  # the consumer group generation they were held in
     states: dict[bytes, LeadState] = field(default_factory=dict)
     records: list[tuple[str, int]] = field(default_factory=list)  # (topic, records) per batch
 

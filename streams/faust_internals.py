@@ -531,10 +531,12 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's name)
         """Faust's fetch, noting in the consumer's thread, as the records are handed out, where each
-        of their partitions' fetch position then stands (:meth:`_read_again` compares)."""
+        of their partitions' fetch position then stands (:meth:`_read_again` compares). The marks of
+        partitions with records held back, or batches held unacked, are kept until they get records."""
         thread = self._thread
         client = thread._ensure_consumer()
         held = self._held
+        marked = {*held, *(tp for batches in self._unwritten.values() for tp, _ in batches)}
 
         async def fetch() -> Any:
             partitions: Any = active_partitions  # Faust's own getmany passes it as it comes
@@ -550,7 +552,7 @@ class BatchConsumer(CleanAssignmentConsumer):
             self.in_flight = frozenset(records).union(held)
             fetched_at = self._fetched_at
             self._fetched_at = {
-                **{tp: fetched_at.get(tp) for tp in held},
+                **{tp: fetched_at.get(tp) for tp in marked},
                 **{tp: _fetch_position(client, tp) for tp in records},
             }
             return records

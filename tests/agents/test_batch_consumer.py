@@ -290,6 +290,37 @@ async def test_held_batches_whose_flush_failed_are_read_again() -> None:
     assert c.client.sought == [("visits", 0, 0)]
 
 
+async def test_held_batches_are_read_again_even_after_polls_that_brought_their_partition_nothing() -> None:
+    # The seek back is allowed only while nothing else moved the partition's position since its
+    # last fetch, so that fetch's mark must outlive the polls without records of the partition.
+    visits0, visits1 = tp("visits", 0), tp("visits", 1)
+    writes = Writes(False, True)
+    c = holding_consumer(writes, visits0, visits1)
+    c.client._max_poll_records = 500
+    c.client.assignment = lambda: set(c.client.states)
+    c._held, c._unwritten, c._fetched_at = {}, {}, {}
+    for t in (visits0, visits1):
+        c.client.states[t]._position = 0
+        behind(c, t, 100_000)
+    polls = [{visits0: records(0, 0, 3)}, {visits1: records(1, 0, 2)}]
+
+    async def fetch_records(client: Any, partitions: Any, timeout: float, max_records: int) -> dict[TP, Any]:
+        fetched = polls.pop(0)
+        for t, batch in fetched.items():
+            client.states[t]._position = batch[-1].offset + 1
+        return fetched
+
+    c._thread._fetch_records = fetch_records
+    for _ in range(2):
+        fetched = await c._getmany(None, 1.0)
+        await c._score_fetched([(t, batch, None) for t, batch in fetched.items()], GENERATION)
+    assert c._acked[visits0] == []  # held
+    writes.flush_fails = ReadAgain("write failed")
+    await c._flush_unwritten(GENERATION, every=True)
+    assert c.client.sought == [("visits", 0, 0)]
+    assert c._acked[visits1] == [0, 1]
+
+
 async def test_batches_held_across_a_completed_rebalance_are_neither_written_nor_acked() -> None:
     visits0 = tp("visits", 0)
     writes = Writes(False)

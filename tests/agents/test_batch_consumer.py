@@ -304,7 +304,7 @@ async def test_held_batches_are_read_again_even_after_polls_that_brought_their_p
         behind(c, t, 100_000)
     polls = [{visits0: records(0, 0, 3)}, {visits1: records(1, 0, 2)}]
 
-    async def fetch_records(client: Any, partitions: Any, timeout: float, max_records: int) -> dict[TP, Any]:
+    async def fetch_records(client: Any, partitions: Any, timeout: float, max_records: int) -> dict[TP, Any]:  # noqa: ASYNC109 (aiokafka's name)
         fetched = polls.pop(0)
         for t, batch in fetched.items():
             client.states[t]._position = batch[-1].offset + 1

@@ -304,11 +304,11 @@ class Settings:
     # the bulk of its memory, about 8 KiB per state (README Operating); 0 keeps none (every batch reads its
     # states from the store).
     state_cache_per_partition: int = 50_000
-    # Write-behind: while a partition catches up (records held back or not fetched to the end), its
-    # changed states may be held back from the table for up to this many seconds (and up to the
-    # cache's bound), so a lead touched in several batches is written once; the batches' offsets
-    # are committed only once the states are written. 0 writes after every batch. Live traffic
-    # (read to the end) always writes after every batch.
+    # Write-behind: while a partition catches up (one of its inbound topics write_behind_min_lag
+    # records behind its end), its changed states may be held back from the table for up to this
+    # many seconds (and up to the cache's bound), so a lead touched in several batches is written
+    # once; the batches' offsets are committed only once the states are written. 0 writes after
+    # every batch. Live traffic (less far behind) always writes after every batch.
     write_behind_s: float = 5.0
     # How many records behind its end one of a partition's inbound topics must be for the partition
     # to count as catching up (write-behind); about one catch-up batch.

@@ -19,6 +19,17 @@ LIVENESS_STALL_S = 120.0  # longer than any batch or rebalance should take
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
+def lead_state(service: "Service", lead_id: str) -> LeadState | None:
+    """A lead's latest state: the one held back from the table while its partition catches up
+    (write-behind), else the table's; None for an unknown lead."""
+    key = lead_id.encode()
+    for held in service.unwritten.values():
+        if key in held.states:
+            return held.states[key]
+    raw = service.leads.get(key)
+    return None if raw is None else decode_state(raw)
+
+
 def local_states(service: "Service") -> Iterator[LeadState]:
     """The states of the leads whose partitions this worker owns (the table may still hold others
     after a rebalance)."""
@@ -78,13 +89,9 @@ def register_views(service: "Service") -> None:
     async def lead(web: Any, request: Any, lead_id: str) -> Any:
         origin = service.settings.collector.worker_cors_origin  # the demo page's live score
         cors = {"Access-Control-Allow-Origin": origin} if origin else None
-        key = lead_id.encode()
-        state = next((held.states[key] for held in service.unwritten.values() if key in held.states), None)
-        if state is None:  # not held back from the table (write-behind while catching up)
-            raw = service.leads.get(key)
-            if raw is None:
-                return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404, headers=cors)
-            state = decode_state(raw)
+        state = lead_state(service, lead_id)
+        if state is None:
+            return web.json({"error": "unknown lead", "lead_id": lead_id}, status=404, headers=cors)
         now_ms = service.clock.now_ms()
         score = service.scorer.score_at(state, now_ms)
         return web.json(

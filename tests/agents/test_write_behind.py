@@ -24,6 +24,7 @@ from streams import faust_internals
 from streams.app import Service, create_app
 from streams.faust_internals import MembershipLost, ReadAgain
 from streams.settings import Settings, SettingsError, settings_from_env
+from streams.web import lead_state
 
 pytestmark = pytest.mark.agents
 
@@ -107,7 +108,14 @@ async def test_held_states_are_read_from_memory_after_the_cache_was_emptied(serv
 async def test_a_lead_s_view_shows_its_held_state(service: Service) -> None:
     await score_batches(service, visits(service, ["L1"], 0), hold=True)
     assert stored(service, "L1") is None
-    assert b"L1" in service.unwritten[0].states  # what /leads/{id} reads first (streams/web.py)
+    held = lead_state(service, "L1")  # what /leads/{id} shows
+    assert held is not None
+    assert list(held.seen) == ["e0"]
+    await write_held_states(service, visits(service, ["L1"], 0))
+    written = lead_state(service, "L1")
+    assert written is not None
+    assert list(written.seen) == ["e0"]
+    assert lead_state(service, "L2") is None
 
 
 async def test_no_more_is_held_than_the_cache_s_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -308,10 +308,11 @@ class Settings:
     # records behind its end), its changed states may be held back from the table for up to this
     # many seconds (and up to the cache's bound), so a lead touched in several batches is written
     # once; the batches' offsets are committed only once the states are written. 0 writes after
-    # every batch. Live traffic (less far behind) always writes after every batch.
+    # every batch. Live traffic (less far behind) writes after every batch.
     write_behind_s: float = 5.0
     # How many records behind its end one of a partition's inbound topics must be for the partition
-    # to count as catching up (write-behind); about one catch-up batch.
+    # to count as catching up (write-behind); about one catch-up batch. 0 holds live traffic's
+    # writes too (fewer changelog records, but each write of held states delays the next poll).
     write_behind_min_lag: int = 5000
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's
     # own automatic ones (each walks every cached lead state: a pause of up to a second).
@@ -399,7 +400,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         produce_batch_bytes=int(_number(env, "PRODUCE_BATCH_BYTES", defaults.produce_batch_bytes, 16384)),
         state_cache_per_partition=int(_number(env, "STATE_CACHE", defaults.state_cache_per_partition, 0)),
         write_behind_s=_number(env, "WRITE_BEHIND", defaults.write_behind_s, 0),
-        write_behind_min_lag=int(_number(env, "WRITE_BEHIND_MIN_LAG", defaults.write_behind_min_lag, 1)),
+        write_behind_min_lag=int(_number(env, "WRITE_BEHIND_MIN_LAG", defaults.write_behind_min_lag, 0)),
         gc_full_interval_s=_number(env, "GC_FULL_INTERVAL", defaults.gc_full_interval_s, 0),
         identity=_identity_settings(env),
         security=_kafka_security(env),

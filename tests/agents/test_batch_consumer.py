@@ -245,6 +245,19 @@ async def test_live_traffic_a_few_records_behind_is_written_after_every_batch() 
     assert writes.offered == [False, False, True]
 
 
+async def test_a_min_lag_of_zero_holds_live_traffic_too_for_at_most_hold_s() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes()
+    c = holding_consumer(writes, visits0, hold_s=0.2)
+    c.hold_min_lag = 0
+    await poll(c, visits0, 0, 3)  # fetched to its end
+    await poll(c, visits0, 3, 3)
+    await asyncio.sleep(0.25)
+    await poll(c, visits0, 6, 3)
+    assert writes.offered == [True, True, False]
+    assert c._acked[visits0] == list(range(9))
+
+
 async def test_held_batches_are_read_again_from_the_first_held_record_when_the_handler_forgot_them() -> None:
     visits0 = tp("visits", 0)
     writes = Writes(False, False, ReadAgain("forgotten"))

@@ -206,7 +206,11 @@ async def test_states_held_in_an_older_group_generation_are_never_written(servic
 
 @pytest.mark.parametrize(
     ("env", "hold_s", "min_lag"),
-    [({}, 5.0, 5000), ({"LEADSCORE_WRITE_BEHIND": "0", "LEADSCORE_WRITE_BEHIND_MIN_LAG": "200"}, 0.0, 200)],
+    [
+        ({}, 5.0, 5000),
+        ({"LEADSCORE_WRITE_BEHIND": "0", "LEADSCORE_WRITE_BEHIND_MIN_LAG": "200"}, 0.0, 200),
+        ({"LEADSCORE_WRITE_BEHIND_MIN_LAG": "0"}, 5.0, 0),
+    ],
 )
 def test_the_worker_s_consumer_holds_as_configured(env: dict[str, str], hold_s: float, min_lag: int) -> None:
     consumer = create_app(settings_from_env(env)).app._new_consumer()
@@ -214,7 +218,7 @@ def test_the_worker_s_consumer_holds_as_configured(env: dict[str, str], hold_s: 
     assert consumer.group_flush is not None
 
 
-@pytest.mark.parametrize("env", [{"LEADSCORE_WRITE_BEHIND": "-1"}, {"LEADSCORE_WRITE_BEHIND_MIN_LAG": "0"}])
+@pytest.mark.parametrize("env", [{"LEADSCORE_WRITE_BEHIND": "-1"}, {"LEADSCORE_WRITE_BEHIND_MIN_LAG": "-1"}])
 def test_bad_write_behind_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         settings_from_env(env)

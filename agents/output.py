@@ -96,6 +96,7 @@ def record_states(
         state.partition = partition
         key = lead_id.encode()
         items.append((key, state))
+        cache.pop(key, None)  # to the end: the most recently written (the cache drops from the front)
         cache[key] = state
         before, after = previous_stages.get(lead_id), state.stage.value
         if before != after:  # most writes keep the stage: no count or gauge to touch
@@ -223,7 +224,7 @@ def load_states(service: "Service", partition: int, lead_keys: Iterable[bytes]) 
     states = {state.lead_id: state for key in lead_keys if (state := cache.get(key)) is not None}
     missing = [key for key in lead_keys if key not in cache]
     held = service.unwritten.get(partition)
-    if missing and held is not None:  # held back from the store, and out of a cache emptied since
+    if missing and held is not None:  # held back from the store, and out of a cache trimmed since
         for key in [key for key in missing if key in held.states]:
             state = held.states[key]
             states[state.lead_id] = cache[key] = state

@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import faust
@@ -59,8 +60,8 @@ class Service:
     progress: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
-    # Decoded states of recently touched leads, per partition: saves a store read and a decode
-    # per lead per batch. Cleared on every assignment and after any failed batch.
+    # Decoded states of recently written leads, per partition, least recent first: saves a store
+    # read and a decode per lead per batch. Cleared on every assignment and after any failed batch.
     caches: dict[int, dict[bytes, LeadState]] = field(default_factory=dict)
     # Changed states not written yet, per partition (agents/output.py ``apply_result``); and the
     # partitions whose held states were forgotten since the consumer last heard (it reads again).
@@ -70,10 +71,18 @@ class Service:
     hold_paused: dict[int, float] = field(default_factory=dict)
 
     def state_cache(self, partition: int) -> dict[bytes, LeadState]:
-        """The partition's cache of decoded states (emptied when it grows past its bound)."""
+        """The partition's cache of decoded states, least recently written first (a write moves a
+        state to the end: agents/output.py ``record_states``). Once it holds its bound, the least recently written
+        quarter is dropped, so the leads still active stay decoded."""
         cache = self.caches.setdefault(partition, {})
-        if len(cache) >= self.settings.state_cache_per_partition:
-            cache.clear()
+        bound = self.settings.state_cache_per_partition
+        if len(cache) >= bound:
+            excess = len(cache) - bound * 3 // 4
+            if excess >= len(cache):
+                cache.clear()
+            else:
+                for key in list(islice(cache, excess)):
+                    del cache[key]
         return cache
 
     def forget_states(self, partition: int) -> None:

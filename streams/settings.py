@@ -300,7 +300,8 @@ class Settings:
     # 16 KiB, made 129). Keep it under the brokers' record-batch limit (message.max.bytes, 1 MiB by
     # default).
     produce_batch_bytes: int = 512 * 1024
-    # The most decoded lead states a worker keeps per partition between batches (emptied when full):
+    # The most decoded lead states a worker keeps per partition between batches (when full, the
+    # quarter written longest ago is dropped):
     # the bulk of its memory, about 8 KiB per state (README Operating); 0 keeps none (every batch reads its
     # states from the store).
     state_cache_per_partition: int = 50_000

@@ -99,7 +99,7 @@ async def test_a_batch_that_is_not_held_writes_the_states_held_before_it(service
 
 async def test_held_states_are_read_from_memory_after_the_cache_was_emptied(service: Service) -> None:
     await score_batches(service, visits(service, ["L1"], 0), hold=True)
-    service.caches.clear()  # what the cache's bound does when it is reached
+    service.caches.clear()  # what the cache's bound does to a lead not written for long
     await score_batches(service, visits(service, ["L1"], 1), hold=True)
     await write_held_states(service, visits(service, ["L1"], 0))
     assert sorted(stored(service, "L1").seen) == ["e0", "e1"]

@@ -20,12 +20,26 @@ def test_the_default_keeps_fifty_thousand_states_per_partition() -> None:
     assert settings_from_env({}).state_cache_per_partition == 50_000
 
 
-def test_a_partition_s_cache_is_emptied_once_it_holds_the_bound_and_the_others_are_kept() -> None:
-    service = filled("3", 0, 3)
+def test_once_a_partition_s_cache_holds_the_bound_its_oldest_quarter_is_dropped_and_the_others_kept() -> None:
+    service = filled("8", 0, 8)
     service.state_cache(1)[b"lead-x"] = LeadState(lead_id="lead-x")
-    assert len(service.caches[0]) == 3
-    assert service.state_cache(0) == {}
+    assert len(service.caches[0]) == 8
+    assert list(service.state_cache(0)) == [f"lead-{n}".encode() for n in range(2, 8)]
     assert list(service.state_cache(1)) == [b"lead-x"]
+
+
+def test_a_cache_past_its_bound_by_a_whole_batch_keeps_three_quarters_of_the_bound() -> None:
+    service = filled("8", 0, 8)
+    cache = service.caches[0]
+    for n in range(8, 20):  # one batch's states, written after the bound was checked
+        cache[f"lead-{n}".encode()] = LeadState(lead_id=f"lead-{n}")
+    assert list(service.state_cache(0)) == [f"lead-{n}".encode() for n in range(14, 20)]
+
+
+@pytest.mark.parametrize("bound", ["1", "3"])
+def test_a_tiny_bound_still_keeps_at_most_the_bound(bound: str) -> None:
+    service = filled(bound, 0, 5)
+    assert len(service.state_cache(0)) <= int(bound)
 
 
 def test_below_the_bound_the_states_stay() -> None:

@@ -265,6 +265,23 @@ def test_data_dir_is_the_persistent_volume() -> None:
     assert claims[mounts[data_dir]]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
+MIB = 1024 * 1024
+STATE_BYTES = 8 * 1024  # per cached lead state (README Operating, "Memory")
+WORKER_BASE_BYTES = 256 * MIB  # a worker with an empty cache, rounded up
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Mi": MIB, "Gi": 1024 * MIB}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_every_partition_s_state_cache_fits_the_memory_limit_on_one_pod() -> None:
+    env = env_configmap()
+    cached = int(env[PREFIX + "STATE_CACHE"]) * int(env[PREFIX + "PARTITIONS"])
+    limit = memory_bytes(worker_container()["resources"]["limits"]["memory"])
+    assert WORKER_BASE_BYTES + cached * STATE_BYTES <= limit
+
+
 def test_rules_file_is_the_mounted_configmap_key() -> None:
     container = worker_container()
     rules_file = Path(env_configmap()[PREFIX + "RULES_FILE"])

@@ -116,6 +116,8 @@ def _pause_holding(service: "Service", partition: int) -> None:
 
 async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any, Sequence[Any]]], hold: bool) -> bool:
     metrics, kinds = service.metrics, service.topic_kinds
+    newest_s = max(records[-1].timestamp for _, records in batches) / 1000
+    metrics.fetch_delay.observe(max(time.time() - newest_s, 0.0))
     reading = time.thread_time()
     if len(batches) == 1:
         kind = kinds.get(batches[0][0].topic)
@@ -136,5 +138,4 @@ async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any
     for event_type, count in result.events_by_kind.items():
         metrics.events_scored.labels(event_type).inc(count)
     metrics.duplicates.inc(result.duplicates)
-    newest_s = max(records[-1].timestamp for _, records in batches) / 1000
     return await apply_result(service, result, partition, previous, newest_s, hold)

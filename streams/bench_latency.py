@@ -94,19 +94,25 @@ class MqlReader:
         await self.consumer.stop()
 
 
-_BUCKET = re.compile(r"^leadscore_end_to_end_latency_seconds_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_BUCKET = re.compile(r"^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+# The worker's histograms read around each phase: (name in the report, metric, labels it must have).
+WORKER_HISTOGRAMS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("", "leadscore_end_to_end_latency_seconds", {"source": "record"}),  # record timestamp -> MQL sent
+    ("fetch_", "leadscore_fetch_delay_seconds", {}),  # record timestamp -> its batch's scoring starts
+)
 
 
-def record_buckets(metrics_text: str) -> dict[float, float]:
-    """The worker's cumulative ``end_to_end_latency_seconds{source="record"}`` buckets: le -> count."""
+def histogram_buckets(metrics_text: str, metric: str, labels: dict[str, str]) -> dict[float, float]:
+    """The cumulative buckets (le -> count) of one histogram series in a Prometheus text page: the
+    ``metric`` whose labels include ``labels``."""
     buckets: dict[float, float] = {}
     for line in metrics_text.splitlines():
         match = _BUCKET.match(line)
-        if match:
-            labels = dict(_LABEL.findall(match["labels"]))
-            if labels.get("source") == "record":
-                buckets[math.inf if labels["le"] == "+Inf" else float(labels["le"])] = float(match["value"])
+        if match and match["name"] == metric:
+            found = dict(_LABEL.findall(match["labels"]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                buckets[math.inf if found["le"] == "+Inf" else float(found["le"])] = float(match["value"])
     return buckets
 
 
@@ -120,11 +126,12 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return next(b for b, c in zip(bounds, counts, strict=True) if c >= target)
 
 
-def _worker_buckets(worker: Worker) -> dict[float, float]:
+def _worker_buckets(worker: Worker) -> dict[str, dict[float, float]]:
     from streams.demo import http_get
 
     status, body = http_get(f"{worker.url}/metrics")
-    return record_buckets(body.decode(errors="replace")) if status == 200 else {}
+    text = body.decode(errors="replace") if status == 200 else ""
+    return {key: histogram_buckets(text, metric, labels) for key, metric, labels in WORKER_HISTOGRAMS}
 
 
 async def _pace(
@@ -227,9 +234,10 @@ async def measure_latency(
             level["worker_batches"] = int(batches)
             level["events_per_batch"] = round(sent / max(batches, 1), 1)
             after = await asyncio.to_thread(_worker_buckets, worker)
-            for q in (0.5, 0.99):
-                bound = bucket_quantile(buckets, after, q)
-                level[f"worker_p{int(q * 100)}_le_ms"] = None if bound is None else bound * 1000
+            for key, _, _ in WORKER_HISTOGRAMS:
+                for q in (0.5, 0.99):
+                    bound = bucket_quantile(buckets[key], after[key], q)
+                    level[f"worker_{key}p{int(q * 100)}_le_ms"] = None if bound is None else bound * 1000
             levels.append(level)
             reader.arrivals.clear()
     finally:
@@ -250,6 +258,8 @@ async def measure_latency(
             f"(the demo mix has {templates.natural_share:.0%}); latency = arrival of the MQL event at a "
             "consumer of the handoff topic minus the moment its triggering event was handed to the producer; "
             "worker_p50/p99_le_ms: the bucket bounds of the worker's own histogram (record timestamp -> MQL sent); "
+            "worker_fetch_p50/p99_le_ms: the same for its fetch delay (record timestamp -> its batch's scoring "
+            "starts: the part before the worker); "
             "worker_cpu_share: the worker's CPU over the phase (1.0 = one core); worker_batches: batches scored "
             "(ticks included) while the phase ran and drained"
         ),

@@ -65,6 +65,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.fetch_delay = Histogram(
+            "leadscore_fetch_delay_seconds",
+            "From the newest record timestamp of a batch to the start of its scoring: how old records "
+            "are when the worker gets them (the share of the end-to-end latency before the worker).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.leads = Gauge("leadscore_leads", "Leads in this worker's table, by stage.", ["stage"], registry=r)
         self.due_leads = Gauge(
             "leadscore_due_index_leads", "Qualified leads with a scheduled return to nurture.", registry=r

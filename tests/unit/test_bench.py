@@ -15,7 +15,7 @@ from streams import bench_proc
 from streams.bench import PARTS, BenchOptions, Run, cpu_by_step, parse_skip, settings_of, source_digests_in
 from streams.bench_decay import decay_bench
 from streams.bench_input import JourneyStream, catch_up_input, latency_templates, partition_for, profile_records
-from streams.bench_latency import bucket_quantile, percentile, record_buckets
+from streams.bench_latency import WORKER_HISTOGRAMS, bucket_quantile, histogram_buckets, percentile
 from streams.bench_proc import (
     Sample,
     clean_env,
@@ -195,10 +195,23 @@ def test_worker_histogram_quantiles_are_bucket_bounds() -> None:
             + '\nleadscore_end_to_end_latency_seconds_bucket{le="0.01",source="event"} 99'
         )
 
-    before, after = record_buckets(text([1, 1, 1, 1])), record_buckets(text([5, 80, 101, 101]))
+    def buckets(counts: list[int]) -> dict[float, float]:
+        return histogram_buckets(text(counts), "leadscore_end_to_end_latency_seconds", {"source": "record"})
+
+    before, after = buckets([1, 1, 1, 1]), buckets([5, 80, 101, 101])
     assert bucket_quantile(before, after, 0.5) == 0.1
     assert bucket_quantile(before, after, 0.99) == 1.0
     assert bucket_quantile(after, after, 0.5) is None
+
+
+def test_the_worker_s_fetch_delay_histogram_is_read_by_its_own_name() -> None:
+    page = (
+        'leadscore_fetch_delay_seconds_bucket{le="0.1"} 3\n'
+        'leadscore_fetch_delay_seconds_bucket{le="+Inf"} 4\n'
+        'leadscore_end_to_end_latency_seconds_bucket{le="0.1",source="record"} 9\n'
+    )
+    _, metric, labels = next(h for h in WORKER_HISTOGRAMS if h[0] == "fetch_")
+    assert histogram_buckets(page, metric, labels) == {0.1: 3.0, float("inf"): 4.0}
 
 
 def test_profile_sums_samples_per_frame_without_line_numbers() -> None:

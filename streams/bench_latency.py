@@ -31,6 +31,11 @@ BATCHES = "leadscore_scoring_duration_seconds_count"  # one observation per scor
 TEMPLATES = 2000
 TICK_S = 0.01
 SETTLE_S = 1.0
+# Seconds of paced traffic at the first level's rate before any level is measured. In about half
+# the runs without it, the first level's first 1.4 s had delays of up to 0.9 s that a consumer of
+# the input topic saw too (record timestamp -> readable), before the worker: the benchmark's
+# producer could not hand the broker its next batches (README Speed, "The latest run").
+WARM_UP_S = 3.0
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -57,6 +62,9 @@ class Level:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    # The same reader's delay of the web visits sent (record timestamp -> readable): p50 and p99.
+    input_p50_ms: float
+    input_p99_ms: float
     bench_cpu_share: float  # the benchmark process's own CPU use while it produced (share of one core)
     # worker_cpu_share (added in measure_latency): the worker's, over the same time
 
@@ -66,18 +74,23 @@ class Level:
 
 
 class MqlReader:
-    """Reads the handoff topic from its end and notes when each MQL event arrived."""
+    """Reads the handoff topic from its end and notes when each MQL event arrived; and reads the
+    web visits the benchmark sends, as any consumer would, noting how long after its timestamp
+    (stamped by the benchmark's producer) each visit could be read: the delay before the worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topics.mql_handoff
+        self.inputs = settings.topics.web_visits
         self.partitions = settings.partitions
         self.consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
         self.arrivals: list[tuple[str, float]] = []
+        self.input_delays_ms: list[float] = []
 
     async def start(self) -> None:
-        """Assign every partition and seek to the end."""
+        """Assign every partition of both topics and seek to the end."""
         await self.consumer.start()
-        self.consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
+        topics = (self.topic, self.inputs)
+        self.consumer.assign([TopicPartition(t, p) for t in topics for p in range(self.partitions)])
         await self.consumer.seek_to_end()
 
     async def run(self) -> None:
@@ -85,9 +98,17 @@ class MqlReader:
         while True:
             batches = await self.consumer.getmany(timeout_ms=100)
             now = time.time()
-            for records in batches.values():
+            for tp, records in batches.items():
+                if tp.topic == self.inputs:
+                    self.input_delays_ms += [now * 1000 - record.timestamp for record in records]
+                    continue
                 for record in records:
                     self.arrivals.append((str(orjson.loads(record.value)["triggering_event_id"]), now))
+
+    def clear(self) -> None:
+        """Forget what was read so far (a new level starts)."""
+        self.arrivals.clear()
+        self.input_delays_ms.clear()
 
     async def stop(self) -> None:
         """Stop the consumer."""
@@ -189,6 +210,8 @@ def _level(
         p95_ms=percentile(latencies, 0.95),
         p99_ms=percentile(latencies, 0.99),
         max_ms=latencies[-1] if latencies else 0.0,
+        input_p50_ms=percentile(sorted(reader.input_delays_ms), 0.50),
+        input_p99_ms=percentile(sorted(reader.input_delays_ms), 0.99),
         bench_cpu_share=cpu / took,
     )
 
@@ -218,6 +241,11 @@ async def measure_latency(
     total = consumed_before
     try:
         sender = BatchSender(producer, settings.partitions)
+        if fractions:  # not measured: the broker's first seconds of traffic after the catch-up
+            warm, _ = await _pace(sender, journeys, topics, fractions[0] * max_rate, WARM_UP_S, {})
+            total += warm
+            await _wait_consumed(worker, total, timeout_s=60.0)
+            reader.clear()
         for fraction in fractions:
             sent_at: dict[str, float] = {}
             cpu, worker_cpu = cpu_seconds(), cpu_seconds(worker.pid)
@@ -239,7 +267,7 @@ async def measure_latency(
                     bound = bucket_quantile(buckets[key], after[key], q)
                     level[f"worker_{key}p{int(q * 100)}_le_ms"] = None if bound is None else bound * 1000
             levels.append(level)
-            reader.arrivals.clear()
+            reader.clear()
     finally:
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
@@ -260,6 +288,9 @@ async def measure_latency(
             "worker_p50/p99_le_ms: the bucket bounds of the worker's own histogram (record timestamp -> MQL sent); "
             "worker_fetch_p50/p99_le_ms: the same for its fetch delay (record timestamp -> its batch's scoring "
             "starts: the part before the worker); "
+            f"{WARM_UP_S:g} s of paced traffic at the first level's rate before the first level, not measured; "
+            "input_p50/p99_ms: record timestamp (the benchmark's producer) -> readable by a plain consumer of the "
+            "web visits topic, the delay before the worker; "
             "worker_cpu_share: the worker's CPU over the phase (1.0 = one core); worker_batches: batches scored "
             "(ticks included) while the phase ran and drained"
         ),

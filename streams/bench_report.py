@@ -232,7 +232,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     levels = _get(report, "latency", "levels") or []
     if levels:
-        lines += ["", _row("event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms"), _row(*["---"] * 6)]
+        header = ("event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "input p99 ms")
+        lines += ["", _row(*header), _row(*["---"] * len(header))]
         for lv in levels:
             lines.append(
                 _row(
@@ -242,6 +243,7 @@ def markdown(report: dict[str, Any]) -> str:
                     _num(lv["p50_ms"], "{:.1f}"),
                     _num(lv["p95_ms"], "{:.1f}"),
                     _num(lv["p99_ms"], "{:.1f}"),
+                    _num(lv.get("input_p99_ms"), "{:.1f}"),
                 )
             )
     lines += ["", _row("target", "goal", "measured", "met"), _row("---", "---", "---", "---")]

@@ -296,7 +296,7 @@ def test_targets_are_reported_not_enforced() -> None:
 def test_markdown() -> None:
     text = markdown(_report())
     assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
-    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 |" in text
+    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a |" in text
     assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text
 
 
@@ -307,6 +307,12 @@ def test_cpu_by_step_divides_each_step_by_the_window_and_leaves_the_rest() -> No
     steps = cpu_by_step(window, {step: last[step] - first[step] for step in first})
     assert steps == {"read": 1.0, "score": 20.0, "encode": 5.0, "store": 1.0, "rest": 23.0}
     assert cpu_by_step(window, {}) == {}  # the worker did not answer
+
+
+def test_markdown_gives_the_delay_before_the_worker_of_each_level() -> None:
+    report = _report()
+    report["latency"]["levels"][1]["input_p99_ms"] = 212.5
+    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | 212.5 |" in markdown(report)
 
 
 def test_markdown_gives_the_cpu_by_step() -> None:

@@ -71,9 +71,9 @@ class Service:
     hold_paused: dict[int, float] = field(default_factory=dict)
 
     def state_cache(self, partition: int) -> dict[bytes, LeadState]:
-        """The partition's cache of decoded states, least recently written first (a write moves a
-        state to the end: agents/output.py ``record_states``). Once it holds its bound, the least recently written
-        quarter is dropped, so the leads still active stay decoded."""
+        """The partition's cache of decoded states, least recently written first (a write moves
+        a state to the end: agents/output.py ``record_states``). Once it holds its bound, the
+        quarter written longest ago is dropped, so the leads still active stay decoded."""
         cache = self.caches.setdefault(partition, {})
         bound = self.settings.state_cache_per_partition
         if len(cache) >= bound:

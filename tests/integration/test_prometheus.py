@@ -235,3 +235,10 @@ def test_the_worker_counts_the_cpu_of_each_step_of_scoring(scored_worker: Worker
     }
     assert set(seconds) == {"read", "score", "encode", "store"}
     assert all(value > 0 for value in seconds.values()), seconds
+
+
+def test_the_worker_observes_how_old_its_batches_are_when_scoring_starts(scored_worker: WorkerProcess) -> None:
+    batches = scored_worker.metric("leadscore_fetch_delay_seconds_count")
+    seconds = scored_worker.metric("leadscore_fetch_delay_seconds_sum")
+    assert batches >= 1
+    assert 0 <= seconds / batches < 30  # the journey was produced moments before: seconds, not ms as s

@@ -1,5 +1,7 @@
 """Lead state format 3 (compatible with formats 1 and 2), first-touch sources and their bounded names."""
 
+from dataclasses import MISSING
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import orjson
@@ -104,3 +106,16 @@ def test_first_touch(attrs: dict[str, str], expected: str) -> None:
 def test_sources_are_normalised_to_a_bounded_set(source: str | None, expected: str) -> None:
     assert normalise_source(source) == expected
     assert expected in REPORTED_SOURCES
+
+
+def test_a_new_state_has_the_dataclass_defaults_in_containers_of_its_own() -> None:
+    # The constructor is written out (compiled, it is native code): it must give what the
+    # dataclass's own would, and never share a container between two states.
+    first, second = LeadState("L1"), LeadState("L2", crossings=3)
+    declared = dataclass_fields(LeadState)
+    defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in declared}
+    assert {f.name: getattr(second, f.name) for f in declared} == {**defaults, "lead_id": "L2", "crossings": 3}
+    containers = [name for name, value in defaults.items() if isinstance(value, dict | list)]
+    assert len(containers) == 7  # profile, profile_at, values, counts, cap_counted, seen, resets
+    for name in containers:
+        assert getattr(first, name) is not getattr(second, name)

@@ -219,9 +219,10 @@ def create_app(settings: Settings) -> Service:
             flush,
             settings.write_behind_s,
             settings.write_behind_min_lag,
+            settings.fetch_wait_ms,
         )
     else:
         from streams.faust_internals import install_record_consumption
 
-        install_record_consumption(app)
+        install_record_consumption(app, settings.fetch_wait_ms)
     return service

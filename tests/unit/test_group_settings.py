@@ -1,4 +1,7 @@
-"""LEADSCORE_SESSION_TIMEOUT and _GROUP_INSTANCE_ID: the worker's consumer-group membership; LEADSCORE_FETCH_BYTES."""
+"""LEADSCORE_SESSION_TIMEOUT and _GROUP_INSTANCE_ID: the worker's consumer-group membership;
+LEADSCORE_FETCH_BYTES and _FETCH_WAIT_MS: its fetches."""
+
+import asyncio
 
 import pytest
 
@@ -52,3 +55,27 @@ def test_the_fetch_size_per_partition_is_faust_s_unless_set() -> None:
 def test_a_bad_fetch_size_is_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match="LEADSCORE_FETCH_BYTES"):
         settings_from_env({"LEADSCORE_FETCH_BYTES": raw})
+
+
+def _fetch_wait_ms(env: dict[str, str]) -> int:
+    """The fetch wait of the aiokafka consumer a worker with ``env`` builds (not started)."""
+    consumer = create_app(settings_from_env(env)).app._new_consumer()
+
+    async def build() -> int:  # aiokafka builds its clients in a running event loop
+        client = consumer._thread._create_worker_consumer(consumer.transport)
+        return int(client._fetch_max_wait_ms)
+
+    return asyncio.run(build())
+
+
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
+def test_fetches_wait_at_most_100_ms_at_the_broker_unless_set(consumption: str) -> None:
+    # Faust builds its consumer with 1,500 ms, which stalled catch-ups (streams/faust_internals.py).
+    assert _fetch_wait_ms({"LEADSCORE_CONSUMPTION": consumption}) == 100
+    assert _fetch_wait_ms({"LEADSCORE_CONSUMPTION": consumption, "LEADSCORE_FETCH_WAIT_MS": "500"}) == 500
+
+
+@pytest.mark.parametrize("raw", ["never", "5"])
+def test_a_bad_fetch_wait_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="LEADSCORE_FETCH_WAIT_MS"):
+        settings_from_env({"LEADSCORE_FETCH_WAIT_MS": raw})

@@ -170,7 +170,8 @@ def test_kill_minus_nine_mid_stream_then_restart(
     worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer, holding: bool
 ) -> None:
     app_id = names.rstrip(".") + "-app"
-    data = synthetic_input(names, 1500)
+    # A backlog of about 50,000 events: one of 15,000 was caught up within one look at the metrics.
+    data = synthetic_input(names, 5000)
     create_topics(bootstrap, names)
     run(produce(bootstrap, data))
     env = HOLDING if holding else {"LEADSCORE_WRITE_BEHIND": "0"}

@@ -190,6 +190,22 @@ def test_kill_minus_nine_mid_stream_then_restart(
     check_crossing_ids(bootstrap, names)
 
 
+def test_a_worker_whose_state_cache_keeps_a_dozen_leads_scores_as_the_replay(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+) -> None:
+    # About 375 leads per partition against a bound of 12: every poll passes it, the quarter of the
+    # cache written longest ago is dropped, and a lead that comes again is read back from the store,
+    # or from the states held back from it (write-behind holds at most the bound).
+    app_id = names.rstrip(".") + "-app"
+    data = synthetic_input(names, 1500)
+    create_topics(bootstrap, names)
+    run(produce(bootstrap, data))
+    worker = worker_factory(0, LEADSCORE_STATE_CACHE="12", LEADSCORE_MAX_POLL_RECORDS="200", **HOLDING)
+    check_against_replay(bootstrap, names, app_id, scorer)
+    check_crossing_ids(bootstrap, names)
+    assert worker.metric("leadscore_state_writes_held_total") > 0
+
+
 def test_two_workers_rebalancing_under_load(
     worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
 ) -> None:

@@ -199,6 +199,7 @@ def _level(
     fraction: float, rate: float, sent: int, took: float, cpu: float, sent_at: dict[str, float], reader: MqlReader
 ) -> Level:
     latencies = sorted((at - sent_at[trigger]) * 1000 for trigger, at in reader.arrivals if trigger in sent_at)
+    input_delays = sorted(reader.input_delays_ms)
     return Level(
         fraction=fraction,
         target_rate=rate,
@@ -210,8 +211,8 @@ def _level(
         p95_ms=percentile(latencies, 0.95),
         p99_ms=percentile(latencies, 0.99),
         max_ms=latencies[-1] if latencies else 0.0,
-        input_p50_ms=percentile(sorted(reader.input_delays_ms), 0.50),
-        input_p99_ms=percentile(sorted(reader.input_delays_ms), 0.99),
+        input_p50_ms=percentile(input_delays, 0.50),
+        input_p99_ms=percentile(input_delays, 0.99),
         bench_cpu_share=cpu / took,
     )
 

@@ -198,6 +198,7 @@ class FetchWaitThread(AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         client = super()._create_worker_consumer(transport)
+        # Set on the BatchConsumer after it made this thread (Faust types it as any consumer).
         wait_ms = getattr(self.consumer, "fetch_wait_ms", None)
         if wait_ms is not None:
             client._fetch_max_wait_ms = wait_ms  # read when ``start()`` builds the fetcher

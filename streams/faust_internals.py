@@ -35,7 +35,8 @@ What it replaces, and why:
   until the handler or :meth:`BatchConsumer._flush_unwritten` (each poll, and in ``wait_empty``
   at every revocation and stop) has written them, and reads them all again from the first one
   held when the writes are lost (:class:`ReadAgain`, :class:`MembershipLost`); batches held
-  across a completed rebalance are dropped unacked like any fetched before it.
+  across a completed rebalance are dropped unacked like any fetched before it. A held batch keeps
+  only its records' offsets (:class:`OffsetsOnly`), not the records.
 - **Table writes without a current event.** ``Table.__setitem__`` and the RocksDB store take the
   changelog partition and the RocksDB database from the *current event*; a batch has none. So
   :func:`read_states`, :func:`write_states` and :func:`partition_items` (the identity sweep's
@@ -122,8 +123,9 @@ import logging
 import math
 import sys
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -457,8 +459,9 @@ class BatchConsumer(CleanAssignmentConsumer):
         return any(_lag(assignment, tp) >= self.hold_min_lag for tp in members)
 
     def _hold(self, group: Hashable, batch: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
-        """Keep a group's batches unacked until the group's writes are made."""
-        self._unwritten = {**self._unwritten, group: [*self._unwritten.get(group, ()), *batch]}
+        """Keep a group's batches unacked until the group's writes are made: their offsets only."""
+        held = [(tp, OffsetsOnly(records)) for tp, records in batch]
+        self._unwritten = {**self._unwritten, group: [*self._unwritten.get(group, ()), *held]}
         self._unwritten_since = {group: time.monotonic(), **self._unwritten_since}
         self._unwritten_generation = generation
 
@@ -716,6 +719,38 @@ class BatchConsumer(CleanAssignmentConsumer):
                     await self._rewind([(tp, batch[index:])], generation)
                 return
             self._read_offset[tp] = previous = record.offset
+
+
+class HeldOffset(NamedTuple):
+    """What a held batch keeps of one record."""
+
+    offset: int
+
+
+class OffsetsOnly(Sequence[HeldOffset]):
+    """A batch's records reduced to their offsets, all that acking or reading them again needs.
+    Write-behind holds up to ``hold_s`` seconds of batches unacked; the records themselves (their
+    keys, values and headers: about 0.5 KiB each) would stay in memory meanwhile, hundreds of
+    thousands of them in a catch-up."""
+
+    __slots__ = ("_offsets",)
+
+    def __init__(self, records: Iterable[Any]) -> None:
+        self._offsets = array("q", [record.offset for record in records])
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> HeldOffset: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> "OffsetsOnly": ...
+
+    def __getitem__(self, index: int | slice) -> "HeldOffset | OffsetsOnly":
+        if isinstance(index, slice):
+            return OffsetsOnly(HeldOffset(offset) for offset in self._offsets[index])
+        return HeldOffset(self._offsets[index])
 
 
 def _merged(batches: Sequence[tuple[Any, Sequence[Any]]]) -> list[tuple[Any, Sequence[Any]]]:

@@ -216,6 +216,23 @@ async def test_a_group_holding_its_writes_is_acked_with_the_batch_that_writes_th
     assert c._unwritten == {}
 
 
+async def test_held_batches_keep_their_records_offsets_only() -> None:
+    visits0 = tp("visits", 0)
+    writes = Writes(False, True)
+    c = holding_consumer(writes, visits0)
+    behind(c, visits0, 100_000)
+    batch = [SimpleNamespace(partition=0, offset=offset, key=b"L1", value=b"x" * 500) for offset in (7, 8, 9)]
+    fetch(c, [(visits0, batch)])
+    await c._score_fetched([(visits0, batch, None)], GENERATION)
+    [(held_tp, held)] = c._unwritten[0]
+    assert held_tp == visits0
+    assert [record.offset for record in held] == [7, 8, 9]
+    assert (held[0].offset, held[-1].offset, len(held), [r.offset for r in held[1:]]) == (7, 9, 3, [8, 9])
+    assert not any(hasattr(record, "value") or hasattr(record, "key") for record in held)
+    await poll(c, visits0, 10, 2)
+    assert c._acked[visits0] == [7, 8, 9, 10, 11]
+
+
 async def test_holding_is_offered_only_while_the_group_catches_up_and_for_at_most_hold_s() -> None:
     visits0, emails0 = tp("visits", 0), tp("emails", 0)
     writes = Writes()

@@ -207,9 +207,9 @@ async def test_states_held_in_an_older_group_generation_are_never_written(servic
 @pytest.mark.parametrize(
     ("env", "hold_s", "min_lag"),
     [
-        ({}, 5.0, 5000),
+        ({}, 30.0, 5000),
         ({"LEADSCORE_WRITE_BEHIND": "0", "LEADSCORE_WRITE_BEHIND_MIN_LAG": "200"}, 0.0, 200),
-        ({"LEADSCORE_WRITE_BEHIND_MIN_LAG": "0"}, 5.0, 0),
+        ({"LEADSCORE_WRITE_BEHIND_MIN_LAG": "0"}, 30.0, 0),
     ],
 )
 def test_the_worker_s_consumer_holds_as_configured(env: dict[str, str], hold_s: float, min_lag: int) -> None:

@@ -460,7 +460,7 @@ class BatchConsumer(CleanAssignmentConsumer):
 
     def _hold(self, group: Hashable, batch: Sequence[tuple[Any, Sequence[Any]]], generation: int) -> None:
         """Keep a group's batches unacked until the group's writes are made: their offsets only."""
-        held = [(tp, OffsetsOnly(records)) for tp, records in batch]
+        held = [(tp, OffsetsOnly(record.offset for record in records)) for tp, records in batch]
         self._unwritten = {**self._unwritten, group: [*self._unwritten.get(group, ()), *held]}
         self._unwritten_since = {group: time.monotonic(), **self._unwritten_since}
         self._unwritten_generation = generation
@@ -728,15 +728,16 @@ class HeldOffset(NamedTuple):
 
 
 class OffsetsOnly(Sequence[HeldOffset]):
-    """A batch's records reduced to their offsets, all that acking or reading them again needs.
+    """A batch's records reduced to their offsets (given in order), all that acking or reading them
+    again needs.
     Write-behind holds up to ``hold_s`` seconds of batches unacked; the records themselves (their
     keys, values and headers: about 0.5 KiB each) would stay in memory meanwhile, hundreds of
     thousands of them in a catch-up."""
 
     __slots__ = ("_offsets",)
 
-    def __init__(self, records: Iterable[Any]) -> None:
-        self._offsets = array("q", [record.offset for record in records])
+    def __init__(self, offsets: Iterable[int]) -> None:
+        self._offsets = array("q", offsets)
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -749,7 +750,7 @@ class OffsetsOnly(Sequence[HeldOffset]):
 
     def __getitem__(self, index: int | slice) -> "HeldOffset | OffsetsOnly":
         if isinstance(index, slice):
-            return OffsetsOnly(HeldOffset(offset) for offset in self._offsets[index])
+            return OffsetsOnly(self._offsets[index])
         return HeldOffset(self._offsets[index])
 
 

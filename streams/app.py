@@ -220,6 +220,7 @@ def create_app(settings: Settings) -> Service:
             settings.write_behind_s,
             settings.write_behind_min_lag,
             settings.fetch_wait_ms,
+            lambda tp: service.metrics.commit_stalls.labels(tp.topic).inc(),
         )
     else:
         from streams.faust_internals import install_record_consumption

@@ -84,6 +84,15 @@ What it replaces, and why:
   that one: the worker then read on from the dropped batch, never read the records between the
   committed offset and it, and Faust's commit stalled there for good (seen in the reliability
   tier: a partition committed to 736 of 1,759 for five minutes while the worker ran on).
+- **A stalled commit read again.** Faust commits a partition up to its first offset not acked; one
+  offset never acked holds the commit there for good while the worker reads on (the lag grows,
+  and a restart reads everything since again). The causes above are mended, and the same symptom
+  was seen once more in CI (4 of 24 partitions stopped for 300 s after a kill -9 and restart,
+  cause not found). :meth:`BatchConsumer._heal_stalled_commits` is the last line: a partition
+  whose committed offset has not moved for ``COMMIT_STALL_S`` while the worker fetched past it,
+  with nothing of it held and no ack of the offset after the commit, is read again from its
+  committed offset (counted once: event ids), with a warning that gives its bookkeeping and
+  ``leadscore_commit_stalls_total``.
 - **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
   all topics until it tracks one (``add_topic``, called when a send finds its topic missing, as
   for a changelog Faust has just created), and from then on of the tracked topics only. A batch
@@ -151,6 +160,11 @@ MEMBERSHIP_RETRY_S = 0.5
 MAX_WAIT_S = 5.0
 # How long a poll waits when every partition it could fetch from has records held back.
 HELD_ONLY_WAIT_S = 0.05
+# How long a partition's committed offset may stay put while the worker has fetched past it and
+# holds none of its records, before the partition is read again from it (``_heal_stalled_commits``),
+# and how often the poll loop looks.
+COMMIT_STALL_S = 60.0
+STALL_CHECK_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +260,14 @@ class BatchConsumer(CleanAssignmentConsumer):
     # The assignment the members of each group were listed from, and that list.
     _members: tuple[Any, Mapping[Hashable, Sequence[Any]]] | None = None
     last_loop_at: float | None = None
+    # Stalled commits: how long before a partition is read again, the committed offset each
+    # watched partition had when first seen (and when) in a group generation, the next look, and
+    # who to tell.
+    commit_stall_s: float = COMMIT_STALL_S
+    _commit_seen: Mapping[Any, tuple[int, float]] = {}
+    _commit_seen_generation: int | None = None
+    _next_stall_check: float = 0.0
+    on_commit_stall: Callable[[Any], None] | None = None
 
     def _new_consumer_thread(self) -> FetchWaitThread:
         return FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
@@ -270,12 +292,14 @@ class BatchConsumer(CleanAssignmentConsumer):
         fetcher_should_stop = fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
-                self.last_loop_at = time.monotonic()
+                self.last_loop_at = now = time.monotonic()
                 generation = self.app.consumer_generation_id
                 if self._held and self._held_generation != generation:
                     await self._resync(self._take_held())  # held across a completed rebalance
                 if self._unwritten:
                     await self._flush_unwritten(generation)
+                if self._may_continue(generation):
+                    await self._heal_stalled_commits(now, generation)
                 # The last fetch's records are processed (or sought back), except those held back.
                 self.in_flight = frozenset(self._held)
                 records, active = await self._wait_next_records(1.0)
@@ -329,6 +353,87 @@ class BatchConsumer(CleanAssignmentConsumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    async def _heal_stalled_commits(self, now: float, generation: int) -> list[Any]:
+        """Read again, from its committed offset, each batch-scored partition whose committed
+        offset has not moved for ``commit_stall_s`` seconds although the worker has fetched past
+        it, holds none of its records or batches, and has not acked the offset after it (none or
+        later ones only): an offset never acked (a hole) stops Faust's
+        commit of the partition for good while the worker reads on, its lag grows, and a restart
+        reads everything since again. Read again, the records are counted once (event ids), and
+        the partition's acks start afresh. The warning gives the partition's bookkeeping. Called
+        between polls (nothing in flight); returns the partitions sought."""
+        if now < self._next_stall_check:
+            return []
+        self._next_stall_check = now + STALL_CHECK_S
+        assignment = _assignment(self._thread._ensure_consumer())
+        if self._commit_seen_generation != generation:
+            self._commit_seen, self._commit_seen_generation = {}, generation
+        if assignment is None:
+            return []
+        unwritten = {tp for batches in self._unwritten.values() for tp, _ in batches}
+        seen: dict[Any, tuple[int, float]] = {}
+        stalled: dict[Any, int] = {}
+        for members in self._group_members(assignment).values():
+            for tp in members:
+                committed, state = self._committed_offset.get(tp), assignment.state_value(tp)
+                if committed is None or state is None or state.paused or tp in self._held or tp in unwritten:
+                    continue
+                if state._position is None or state._position <= committed:
+                    continue  # nothing fetched past the commit
+                acked = self._acked.get(tp)
+                if acked and min(acked) <= committed:
+                    continue  # Faust's commit can move on (if it fails, the broker is away: not a hole)
+                first = self._commit_seen.get(tp)
+                seen[tp] = first if first is not None and first[0] == committed else (committed, now)
+                if now - seen[tp][1] >= self.commit_stall_s:
+                    stalled[tp], seen[tp] = committed, (committed, now)
+        self._commit_seen = seen
+        if not stalled:
+            return []
+        for tp, committed in stalled.items():
+            acked, state = self._acked.get(tp) or [], assignment.state_value(tp)
+            logger.warning(
+                "commit of %s[%d] stalled at offset %d for %.0f s while fetched to %s (end %s): %d offsets "
+                "acked (%s-%s), read offset %s, gaps %s; reading the partition again from %d",
+                tp.topic,
+                tp.partition,
+                committed,
+                self.commit_stall_s,
+                state._position,
+                state.highwater,
+                len(acked),
+                min(acked, default=None),
+                max(acked, default=None),
+                self._read_offset.get(tp),
+                sorted((gap.begin, gap.end) for gap in self._gap.get(tp) or ()),
+                committed,
+            )
+        sought = await self._seek_to(stalled)
+        for tp in sought:
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._gap.pop(tp, None)
+            if self.on_commit_stall is not None:
+                self.on_commit_stall(tp)
+        return sought
+
+    async def _seek_to(self, offsets: Mapping[Any, int]) -> list[Any]:
+        """Seek each still assigned partition to its offset, as Faust's seek to the committed
+        offsets does (the read offset with it); return the partitions sought."""
+        client = self._thread._ensure_consumer()
+
+        async def seek() -> list[Any]:
+            sought = [tp for tp in offsets if _fetch_position(client, tp) is not None]
+            for tp in sought:
+                client.seek(tp, offsets[tp])
+            return sought
+
+        async with self._seek_lock():
+            sought: list[Any] = await self._thread.call_thread(seek)
+            for tp in sought:
+                self._read_offset[tp] = offsets[tp]
+        return sought
 
     def _take_held(self) -> list[tuple[Any, Sequence[Any]]]:
         """The records held back by the last poll, now handed out again like fetched ones."""
@@ -907,18 +1012,21 @@ def install_batch_consumer(
     hold_s: float = 0.0,
     hold_min_lag: int = 5000,
     fetch_wait_ms: int | None = None,
+    on_commit_stall: Callable[[Any], None] | None = None,
 ) -> None:
     """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...], hold)``,
     the batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone).
     With ``group_flush`` and ``hold_s`` > 0, a group catching up (a partition ``hold_min_lag``
     records behind) may hold its writes back for up to ``hold_s`` seconds (:data:`BatchHandler`).
-    ``fetch_wait_ms``: how long the broker may hold a fetch for data (``None``: Faust's 1,500 ms)."""
+    ``fetch_wait_ms``: how long the broker may hold a fetch for data (``None``: Faust's 1,500 ms).
+    ``on_commit_stall(tp)``: called for each partition read again because its commit stalled."""
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
         consumer = _new_consumer(app, fetch_wait_ms)
         consumer.batch_topics = batch_topics
         consumer.batch_handler = handler
+        consumer.on_commit_stall = on_commit_stall
         if group_of is not None:
             consumer.group_of = group_of
         if group_flush is not None:

@@ -129,6 +129,14 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.commit_stalls = Counter(
+            "leadscore_commit_stalls",
+            "Partitions read again from their committed offset because it had not moved for a minute "
+            "while the worker read past it (an offset never acked). Should stay 0: the worker's warning "
+            "gives the partition's offsets.",
+            ["topic"],
+            registry=r,
+        )
         self.rebalances = Counter("leadscore_rebalances", "Partition assignments received.", registry=r)
         self.recovery_in_progress = Gauge(
             "leadscore_table_recovery_in_progress", "1 while the lead table is being recovered.", registry=r

@@ -18,6 +18,7 @@ from faust.types import TP
 
 from streams.app import create_app
 from streams.faust_internals import (
+    STALL_CHECK_S,
     BatchConsumer,
     CleanAssignmentConsumer,
     MembershipLost,
@@ -577,3 +578,77 @@ async def test_no_record_is_handed_to_a_stream_between_the_seek_to_the_committed
     await handing
     assert emptied == [[]]
     assert handed == [10, 11, 12]
+
+
+def stall_consumer(*tps: TP) -> Any:
+    """A consumer of ``tps`` (batch-scored), each committed at 10 and fetched to 50, with every
+    offset from 20 on acked: offsets 10-19 were never acked, so Faust's commit cannot pass 10."""
+    c = consumer(None, *tps)
+    c.batch_topics = frozenset(t.topic for t in tps)
+    c._gap = defaultdict(list)  # Faust's are interval trees; none here
+    stalls: list[TP] = []
+    c.on_commit_stall = stalls.append
+    c.stalls = stalls
+    for t in tps:
+        c._committed_offset[t] = 10
+        c.client.states[t]._position = 50
+        c.client.states[t].highwater = 50
+        c._acked[t] = list(range(20, 50))
+        c._acked_index[t] = set(range(20, 50))
+        c._read_offset[t] = 49
+    return c
+
+
+async def look(c: Any, *moments: float) -> list[list[tuple[str, int]]]:
+    """The partitions sought back at each look for stalled commits."""
+    return [[(t.topic, t.partition) for t in await c._heal_stalled_commits(at, GENERATION)] for at in moments]
+
+
+async def test_a_partition_whose_commit_stalls_while_the_worker_reads_on_is_read_again_from_its_commit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    visits0 = tp("visits", 0)
+    c = stall_consumer(visits0)
+    stall = c.commit_stall_s
+    assert await look(c, 100.0, 100.0 + stall - STALL_CHECK_S) == [[], []]
+    assert await look(c, 100.0 + stall) == [[("visits", 0)]]
+    assert c.client.sought == [("visits", 0, 10)]
+    assert c._read_offset[visits0] == 10  # records from 10 on are handed out again
+    assert c._acked[visits0] == []  # acked afresh as read again
+    assert c._acked_index[visits0] == set()
+    assert c.stalls == [visits0]
+    assert "commit of visits[0] stalled at offset 10" in caplog.text
+    assert "30 offsets acked (20-49)" in caplog.text
+    # Watched afresh from the seek: not sought again at the next look.
+    assert await look(c, 100.0 + stall + STALL_CHECK_S) == [[]]
+
+
+async def test_a_commit_that_moves_or_a_partition_with_nothing_read_past_it_is_not_a_stall() -> None:
+    moving, idle, held, unwritten, failing = (tp("visits", p) for p in range(5))
+    c = stall_consumer(moving, idle, held, unwritten, failing)
+    stall = c.commit_stall_s
+    c.client.states[idle]._position = 10  # read to its commit, nothing since
+    c._acked[failing] = list(range(10, 50))  # all acked: Faust's commits fail (the broker is away)
+    c._held = {held: records(2, 50, 5)}  # records held back for time order: not acked yet
+    c._unwritten = {3: [(unwritten, records(3, 10, 40))]}  # write-behind: acked once written
+    assert await look(c, 100.0, 100.0 + stall / 2) == [[], []]
+    c._committed_offset[moving] = 30  # committed meanwhile (then a hole again): watched from here
+    c._acked[moving] = list(range(40, 50))
+    assert await look(c, 100.0 + stall, 100.0 + 2 * stall - STALL_CHECK_S, 100.0 + 2 * stall) == [
+        [],
+        [],
+        [("visits", 0)],
+    ]
+    assert c.client.sought == [("visits", 0, 30)]
+
+
+async def test_stalls_are_looked_for_every_few_seconds_and_watched_afresh_in_a_new_generation() -> None:
+    visits0 = tp("visits", 0)
+    c = stall_consumer(visits0)
+    stall = c.commit_stall_s
+    assert await look(c, 100.0, 100.0 + STALL_CHECK_S - 1) == [[], []]
+    assert c._next_stall_check == 100.0 + STALL_CHECK_S  # the second look came too soon: skipped
+    # A new group generation: the partition's commit is watched from its first look there.
+    assert await c._heal_stalled_commits(100.0 + stall, GENERATION + 1) == []
+    assert await c._heal_stalled_commits(100.0 + 2 * stall - STALL_CHECK_S, GENERATION + 1) == []
+    assert await c._heal_stalled_commits(100.0 + 2 * stall, GENERATION + 1) == [visits0]

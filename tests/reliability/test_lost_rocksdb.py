@@ -82,6 +82,7 @@ def test_rocksdb_directory_deleted_before_a_restart(
         assert missing == [], f"ready, but leads scored before the loss are unknown: {missing[:5]}"
         load.wait()
     figures = verify(bootstrap, names, scorer, data)
+    stalls = worker.metric("leadscore_commit_stalls_total")
     assert worker.stop(signal.SIGTERM) == 0, worker.log()
     local = _local_table(data_dir)
     differ = [
@@ -92,7 +93,7 @@ def test_rocksdb_directory_deleted_before_a_restart(
         figures,
         faults=losses,
         notes=f"/readyz 503 on {not_ready_answers} polls before 200; local table {len(local)} leads, "
-        f"{len(differ)} differ from the replay; {crossings(figures)}",
+        f"{len(differ)} differ from the replay; {stalls:.0f} stalled commits read again; {crossings(figures)}",
     )
     assert figures.problems == []
     assert set(local) == set(figures.expected)

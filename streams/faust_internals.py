@@ -134,6 +134,7 @@ import sys
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple, overload
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -767,9 +768,10 @@ class BatchConsumer(CleanAssignmentConsumer):
     def _ack_batch(self, tp: Any, batch: Sequence[Any]) -> None:
         """Ack every record of a processed batch at once, as ``Consumer.ack`` would one by one."""
         committed = self._committed_offset[tp]
-        offsets = [r.offset for r in batch if committed is None or r.offset >= committed]
+        floor = -1 if committed is None else committed
+        offsets = batch.offsets if isinstance(batch, OffsetsOnly) else map(_offset_of, batch)
         index = self._acked_index[tp]
-        fresh = [offset for offset in offsets if offset not in index]
+        fresh = [offset for offset in offsets if offset >= floor and offset not in index]
         index.update(fresh)
         self._acked[tp].extend(fresh)
         self._n_acked += len(fresh)
@@ -826,6 +828,9 @@ class BatchConsumer(CleanAssignmentConsumer):
             self._read_offset[tp] = previous = record.offset
 
 
+_offset_of = attrgetter("offset")
+
+
 class HeldOffset(NamedTuple):
     """What a held batch keeps of one record."""
 
@@ -844,8 +849,16 @@ class OffsetsOnly(Sequence[HeldOffset]):
     def __init__(self, offsets: Iterable[int]) -> None:
         self._offsets = array("q", offsets)
 
+    @property
+    def offsets(self) -> Sequence[int]:
+        """The offsets themselves (no record built per offset)."""
+        return self._offsets
+
     def __len__(self) -> int:
         return len(self._offsets)
+
+    def __iter__(self) -> Iterator[HeldOffset]:
+        return map(HeldOffset, self._offsets)
 
     @overload
     def __getitem__(self, index: int) -> HeldOffset: ...

@@ -21,7 +21,9 @@ from streams.faust_internals import (
     STALL_CHECK_S,
     BatchConsumer,
     CleanAssignmentConsumer,
+    HeldOffset,
     MembershipLost,
+    OffsetsOnly,
     ReadAgain,
     _open_handovers_on_resume,
 )
@@ -652,3 +654,14 @@ async def test_stalls_are_looked_for_every_few_seconds_and_watched_afresh_in_a_n
     assert await c._heal_stalled_commits(100.0 + stall, GENERATION + 1) == []
     assert await c._heal_stalled_commits(100.0 + 2 * stall - STALL_CHECK_S, GENERATION + 1) == []
     assert await c._heal_stalled_commits(100.0 + 2 * stall, GENERATION + 1) == [visits0]
+
+
+def test_held_offsets_and_fetched_records_are_acked_alike_from_the_committed_offset() -> None:
+    visits0 = tp("visits", 0)
+    c = consumer(None, visits0)
+    c._committed_offset[visits0] = 8
+    c._ack_batch(visits0, OffsetsOnly([6, 7, 8, 9]))
+    c._ack_batch(visits0, records(0, 9, 3))  # 9 already acked
+    assert c._acked[visits0] == [8, 9, 10, 11]
+    assert c._n_acked == 4
+    assert list(OffsetsOnly([6, 7])) == [HeldOffset(6), HeldOffset(7)]

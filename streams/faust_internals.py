@@ -90,7 +90,7 @@ What it replaces, and why:
   was seen once more in CI (4 of 24 partitions stopped for 300 s after a kill -9 and restart,
   cause not found). :meth:`BatchConsumer._heal_stalled_commits` is the last line: a partition
   whose committed offset has not moved for ``COMMIT_STALL_S`` while the worker fetched past it,
-  with nothing of it held and no ack of the offset after the commit, is read again from its
+  with nothing of it held and only offsets past the one Faust waits for acked, is read again from its
   committed offset (counted once: event ids), with a warning that gives its bookkeeping and
   ``leadscore_commit_stalls_total``.
 - **The producer's metadata keeps every topic.** An aiokafka client asks for the metadata of
@@ -358,8 +358,8 @@ class BatchConsumer(CleanAssignmentConsumer):
     async def _heal_stalled_commits(self, now: float, generation: int) -> list[Any]:
         """Read again, from its committed offset, each batch-scored partition whose committed
         offset has not moved for ``commit_stall_s`` seconds although the worker has fetched past
-        it, holds none of its records or batches, and has not acked the offset after it (none or
-        later ones only): an offset never acked (a hole) stops Faust's
+        it, holds none of its records or batches, and acked later offsets only (Faust's commit
+        waits for the one after the committed one): an offset never acked (a hole) stops Faust's
         commit of the partition for good while the worker reads on, its lag grows, and a restart
         reads everything since again. Read again, the records are counted once (event ids), and
         the partition's acks start afresh. The warning gives the partition's bookkeeping. Called
@@ -383,8 +383,10 @@ class BatchConsumer(CleanAssignmentConsumer):
                 if state._position is None or state._position <= committed:
                     continue  # nothing fetched past the commit
                 acked = self._acked.get(tp)
-                if acked and min(acked) <= committed:
-                    continue  # Faust's commit can move on (if it fails, the broker is away: not a hole)
+                if not acked or min(acked) <= committed + 1:
+                    # Faust's commit can move on (if it fails, the broker is away), or nothing read
+                    # since was acked (a transaction marker at the end counts as not consumed).
+                    continue
                 first = self._commit_seen.get(tp)
                 seen[tp] = first if first is not None and first[0] == committed else (committed, now)
                 if now - seen[tp][1] >= self.commit_stall_s:

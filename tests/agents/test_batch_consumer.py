@@ -626,11 +626,13 @@ async def test_a_partition_whose_commit_stalls_while_the_worker_reads_on_is_read
 
 
 async def test_a_commit_that_moves_or_a_partition_with_nothing_read_past_it_is_not_a_stall() -> None:
-    moving, idle, held, unwritten, failing = (tp("visits", p) for p in range(5))
-    c = stall_consumer(moving, idle, held, unwritten, failing)
+    moving, idle, held, unwritten, failing, marker = (tp("visits", p) for p in range(6))
+    c = stall_consumer(moving, idle, held, unwritten, failing, marker)
     stall = c.commit_stall_s
     c.client.states[idle]._position = 10  # read to its commit, nothing since
     c._acked[failing] = list(range(10, 50))  # all acked: Faust's commits fail (the broker is away)
+    c.client.states[marker]._position = 11  # the one offset past the commit is a transaction marker
+    c._acked[marker] = []
     c._held = {held: records(2, 50, 5)}  # records held back for time order: not acked yet
     c._unwritten = {3: [(unwritten, records(3, 10, 40))]}  # write-behind: acked once written
     assert await look(c, 100.0, 100.0 + stall / 2) == [[], []]

@@ -90,7 +90,15 @@ def soak(ci: int, long: int) -> int:
 class Load:
     """A producer thread sending messages in order, spread over ``duration_s``, that outlives a
     broker outage: a chunk the broker did not acknowledge is sent again (the worker counts a
-    redelivered ``event_id`` once, and the replay reads the topics as they are)."""
+    redelivered ``event_id`` once, and the replay reads the topics as they are), by a new
+    producer. An idempotent producer whose batch failed has numbered its later batches past
+    what the broker holds, and the broker refuses every one of them after that
+    (``OutOfOrderSequenceNumber``: a CI run's load resent the same chunk for ten minutes)."""
+
+    # The longest a chunk may wait for the broker's acknowledgements before it is sent again.
+    CHUNK_TIMEOUT_S = 60.0
+    # The longest a failed producer may take to stop before it is left behind.
+    STOP_TIMEOUT_S = 10.0
 
     def __init__(self, bootstrap: str, messages: list[Message], duration_s: float, chunk: int = 100) -> None:
         self.bootstrap = bootstrap
@@ -99,6 +107,8 @@ class Load:
         self.chunk = chunk
         self.sent = 0
         self.resent_chunks = 0
+        self.producers = 0
+        self.producers_left_running = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="reliability-load", daemon=True)
 
@@ -110,10 +120,13 @@ class Load:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def wait(self, timeout_s: float = 600) -> None:
+    def wait(self, timeout_s: float = 540) -> None:
         """Wait until every message is acknowledged by the broker."""
         self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), f"the load did not finish in {timeout_s} s ({self.sent} sent)"
+        assert not self._thread.is_alive(), (
+            f"the load did not finish in {timeout_s} s ({self.sent} sent, {self.resent_chunks} chunks resent, "
+            f"{self.producers} producers)"
+        )
         if self.error is not None:
             raise AssertionError(f"the load failed: {self.error!r}")
 
@@ -126,25 +139,46 @@ class Load:
     async def _send_all(self) -> None:
         chunks = [self.messages[i : i + self.chunk] for i in range(0, len(self.messages), self.chunk)]
         pause = self.duration_s / max(len(chunks), 1)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=15000
-        )
-        await producer.start()
+        producer = await self._new_producer()
         try:
             for chunk in chunks:
                 started = time.monotonic()
                 while True:
                     try:
                         futures = [await producer.send(t, key=k, value=v) for t, k, v in chunk]
-                        await asyncio.gather(*futures)
+                        await asyncio.wait_for(asyncio.gather(*futures), self.CHUNK_TIMEOUT_S)
                         break
-                    except KafkaError:
+                    except (KafkaError, TimeoutError):
                         self.resent_chunks += 1
+                        await self._stop(producer)
                         await asyncio.sleep(1)
+                        producer = await self._new_producer()
                 self.sent += len(chunk)
                 await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
         finally:
-            await producer.stop()
+            await self._stop(producer)
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        """A started idempotent producer (a new producer id), once the broker answers."""
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=15000
+            )
+            try:
+                await producer.start()
+            except KafkaError:
+                await self._stop(producer)
+                await asyncio.sleep(1)
+                continue
+            self.producers += 1
+            return producer
+
+    async def _stop(self, producer: AIOKafkaProducer) -> None:
+        """Stop ``producer``; one still retrying batches the broker refuses is left behind, counted."""
+        try:
+            await asyncio.wait_for(producer.stop(), self.STOP_TIMEOUT_S)
+        except TimeoutError:
+            self.producers_left_running += 1
 
 
 def random_moments(seed: int, count: int, low_s: float, high_s: float) -> list[float]:

@@ -62,7 +62,8 @@ def test_broker_stopped_and_started_under_load(
         figures,
         faults=bounces,
         notes=(
-            f"2 workers; broker down {down_s:.0f} s in all; {load.resent_chunks} producer chunks resent; "
+            f"2 workers; broker down {down_s:.0f} s in all; {load.resent_chunks} producer chunks resent "
+            f"({load.producers} producers); "
             f"{crossings(figures)}"
         ),
     )

@@ -125,7 +125,7 @@ class Load:
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), (
             f"the load did not finish in {timeout_s} s ({self.sent} sent, {self.resent_chunks} chunks resent, "
-            f"{self.producers} producers)"
+            f"{self.producers} producers, {self.producers_left_running} left running)"
         )
         if self.error is not None:
             raise AssertionError(f"the load failed: {self.error!r}")

@@ -63,7 +63,7 @@ def test_broker_stopped_and_started_under_load(
         faults=bounces,
         notes=(
             f"2 workers; broker down {down_s:.0f} s in all; {load.resent_chunks} producer chunks resent "
-            f"({load.producers} producers); "
+            f"({load.producers} producers, {load.producers_left_running} left running); "
             f"{crossings(figures)}"
         ),
     )

@@ -296,9 +296,11 @@ def part_leadscore(ctx: Context) -> None:
 
     def on_first() -> None:
         if ctx.options.profile:
+            from streams.bench_native import start_native_profiler
             from streams.bench_profile import start_profiler
 
             profiler.append(start_profiler(worker.pid, ctx.run.run_dir / "profile.txt", PROFILE_S))
+            profiler.append(start_native_profiler(worker.pid, ctx.run.run_dir / "perf.data", PROFILE_S))
 
     result = measure_catch_up([worker], ctx.total, _catch_up_timeout(ctx.total), on_first)
     steps = cpu_by_step(result, worker.metric_by_label(STEP_CPU, "step"))
@@ -336,16 +338,23 @@ def part_leadscore(ctx: Context) -> None:
 def _finish_profile(ctx: Context, profiler: list["subprocess.Popen[bytes] | None"]) -> None:
     if not ctx.options.profile:
         return
+    from streams.bench_native import native_summary
     from streams.bench_profile import summarize
 
-    proc = profiler[0] if profiler else None
-    if proc is None:
+    spy, native = [*profiler, None, None][:2]
+    if spy is None:
         ctx.report["profile"] = {"error": "py-spy not found (pip install py-spy into the virtualenv)"}
-        return
-    proc.wait(PROFILE_S + 60)
-    path = ctx.run.run_dir / "profile.txt"
-    text = path.read_text() if path.exists() else ""
-    ctx.report["profile"] = {"file": str(path), "seconds": PROFILE_S, **summarize(text)}
+    else:
+        spy.wait(PROFILE_S + 60)
+        path = ctx.run.run_dir / "profile.txt"
+        text = path.read_text() if path.exists() else ""
+        ctx.report["profile"] = {"file": str(path), "seconds": PROFILE_S, **summarize(text)}
+    if native is None:
+        ctx.report["native_profile"] = {"error": "perf not found (the Linux perf tool)"}
+    else:
+        native.wait(PROFILE_S + 60)
+        data = ctx.run.run_dir / "perf.data"
+        ctx.report["native_profile"] = {"file": str(data), "seconds": PROFILE_S, **native_summary(data)}
 
 
 def part_latency(ctx: Context) -> None:
@@ -727,7 +736,12 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[Path], int]:
 @click.option("--skip", default="", help=f"Comma list of parts to skip: {', '.join(PARTS)}.")
 @click.option("--out", default="bench/results", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=1, show_default=True, help="Seed of the synthetic input.")
-@click.option("--profile", is_flag=True, help="py-spy the worker for 15 s of the catch-up run (slows it down).")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="py-spy (Python frames) and, where installed, perf (native and kernel code) the worker for 15 s "
+    "of the catch-up run (slows it down).",
+)
 def bench_command(
     leads: int,
     events: int,

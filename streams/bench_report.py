@@ -312,6 +312,18 @@ def _other_lines(report: dict[str, Any]) -> list[str]:
             f"- py-spy of the worker ({profile['samples']} GIL samples, non-blocking): by package {packages}; "
             f"top frames (self) {frames}"
         )
+    native = report.get("native_profile")
+    if native and native.get("samples"):
+        libraries = ", ".join(f"{name} {share:.0%}" for name, share in list(native["by_library"].items())[:6])
+        symbols = ", ".join(
+            f"{row['symbol']} ({row['library']}) {row['share']:.1%}" for row in native["top_symbols"][:6]
+        )
+        faults = native.get("page_faults")
+        under_faults = "" if faults is None else f"; under the kernel's page-fault handler {faults:.0%}"
+        lines.append(
+            f"- perf of the worker ({native['samples']} samples, every thread, user and kernel): by library "
+            f"{libraries}{under_faults}; top symbols {symbols}"
+        )
     if report.get("scaling", {}).get("note"):
         lines.append(f"- scaling: {report['scaling']['note']}")
     return lines

@@ -3,8 +3,8 @@
 No Kafka and no worker: the input's records are split by partition and scored in batches of up to
 ``batch`` records per partition, taken in turn like a worker's fetches, each against the decoded
 states its partition already holds; every changed state is encoded as the worker encodes it for
-the table. The collector runs as the worker's does (``gc_pauses.thresholds``: young collections
-every ``YOUNG_THRESHOLD`` allocations, no automatic full collections). What it gives, per
+the table. The collector runs as the worker's does (``streams.gc_pauses``: no automatic full
+collections, young objects frozen between batches). What it gives, per
 event: the CPU of ``Scorer.process_batch`` and of ``encode_state``, and the shape of the states
 (how many are written per event, their mean size in bytes and in objects): the part of the
 worker's CPU that no change around the core can take away, measured without the noise of the
@@ -20,8 +20,8 @@ from scoring.compiled import is_compiled
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.state import LeadState, encode_state
+from streams import gc_pauses
 from streams.bench_input import partition_for, topic_of
-from streams.gc_pauses import thresholds
 
 BATCH_RECORDS = 5000
 
@@ -61,15 +61,14 @@ def state_shape(states: Sequence[LeadState]) -> dict[str, float]:
 
 
 class _WorkerCollector:
-    """The worker's collector policy for the duration of a ``with`` block."""
+    """The worker's collector policy for the duration of a ``with`` block (timed full collections:
+    young objects frozen between batches, ``streams.gc_pauses``)."""
 
     def __enter__(self) -> None:
-        self._threshold = gc.get_threshold()
-        gc.collect()
-        gc.set_threshold(*thresholds(interval_s=1.0))  # full collections by a timer, as by default
+        gc_pauses.configure(interval_s=1.0)
 
     def __exit__(self, *_: object) -> None:
-        gc.set_threshold(*self._threshold)
+        gc_pauses.reset()
         gc.collect()
 
 
@@ -93,6 +92,7 @@ def core_bench(scorer: Scorer, batches: Sequence[Sequence[InputRecord]], now_ms:
             score_s += scored - began
             encode_s += time.thread_time() - scored
             written += len(result.states)
+            gc_pauses.between_batches()  # as the worker's consumer does between two polls
     events = sum(len(batch) for batch in batches)
     leads = [state for cache in caches.values() for state in cache.values()]
     return {

@@ -127,7 +127,6 @@ What it replaces, and why:
 """
 
 import asyncio
-import gc
 import logging
 import math
 import sys
@@ -144,6 +143,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from scoring.partitioner import key_partition
+from streams.gc_pauses import between_batches, collect_fully
 from streams.time_sync import GRACE_MS, horizon, split_at
 
 # Handles a group of fetched batches, ``[(tp, records), ...]``, as one: all done, or raise. With
@@ -293,6 +293,7 @@ class BatchConsumer(CleanAssignmentConsumer):
         fetcher_should_stop = fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                between_batches()  # the young objects the last poll left alive: frozen, not walked
                 self.last_loop_at = now = time.monotonic()
                 generation = self.app.consumer_generation_id
                 if self._held and self._held_generation != generation:
@@ -1089,14 +1090,15 @@ def _open_handovers_on_resume(flow_control: Any, consumer: BatchConsumer) -> Non
 def release_databases(databases: list[Any]) -> None:
     """Close RocksDB databases a store has let go of: dropping the last reference closes one (and
     frees its lock, so the partition can be opened again); only when something else still holds
-    one (a reference cycle, an iterator) does a full garbage collection run, as Faust always does."""
+    one (a reference cycle, an iterator) does a full garbage collection run, as Faust always does
+    (over the frozen objects too: :func:`streams.gc_pauses.collect_fully`)."""
     # A database referenced only by this list has a count of 3: the list, the loop variable and
     # getrefcount's own argument.
     _flush_all(databases)
     held = any(sys.getrefcount(database) > 3 for database in databases)
     databases.clear()
     if held:
-        gc.collect()
+        collect_fully()
 
 
 def _flush_all(databases: list[Any]) -> None:

@@ -61,6 +61,22 @@ def test_a_database_held_by_a_reference_cycle_is_collected(tmp_path: Path, colle
     assert reopens(tmp_path / "p0")
 
 
+def test_a_database_held_by_a_cycle_frozen_between_batches_is_collected(tmp_path: Path, collections: list[int]) -> None:
+    cycle: dict[str, Any] = {"db": rocksdict.Rdict(str(tmp_path / "p0"))}
+    cycle["self"] = cycle
+    gc.freeze()  # as the consumer does between two polls (streams/gc_pauses.py between_batches)
+    try:
+        databases = [cycle["db"]]
+        del cycle
+
+        release_databases(databases)
+
+        assert collections == [1]
+        assert reopens(tmp_path / "p0")  # a plain gc.collect() does not look at frozen objects
+    finally:
+        gc.unfreeze()
+
+
 def test_the_store_releases_its_revoked_partitions_only(tmp_path: Path, collections: list[int]) -> None:
     from faust.stores.rocksdb import Store
 

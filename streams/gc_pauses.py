@@ -14,8 +14,9 @@ the last, then a middle-generation collection walks them again: 1.2 s of a 1,000
 catch-up's 16 s of CPU, for almost nothing freed (165 objects in 150 collections between
 batches, counted over a catch-up and its paced traffic; everything else is freed by its
 reference count). So with timed full collections, the consumer calls :func:`between_batches`
-between two polls, when the last batches' own objects are gone: once ``FREEZE_AFTER``
-allocations have been made since, it freezes what is left (``gc.freeze``: no walk at all), and
+between two polls, when what the last batches built and dropped is gone: once ``FREEZE_AFTER``
+allocations have been made since, it freezes what is left (``gc.freeze``: no walk at all; a
+frozen object still goes when its reference count drops to zero, as the last poll's records do), and
 the automatic young collections wait for ``SAFETY_YOUNG_THRESHOLD`` allocations (they run only
 if polls stop coming). :func:`collect_fully` walks the frozen objects too: a cycle frozen before
 it became garbage is freed by the next full collection, at most ``interval_s`` later.

@@ -85,9 +85,10 @@ def env_configmap() -> dict[str, str]:
     return data
 
 
-def schema_validate(module: ModuleType, doc: dict[str, Any], version: str) -> None:
-    """Raise unless ``doc`` is valid, with no unknown field, for that Kubernetes version."""
+def schema_validate(module: ModuleType, doc: dict[str, Any], version: str) -> bool:
+    """Raise unless ``doc`` is valid, with no unknown field, for that Kubernetes version; True if it is."""
     module.validate(doc, version, strict=True)
+    return True
 
 
 # --- the schemas -------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_a_valid_deployment_passes(kubernetes_validate: ModuleType) -> None:
     # Control for the next test: the broken Deployment differs from a valid one by replicas alone.
     doc = broken_deployment()
     _valid_deployment(doc)
-    schema_validate(kubernetes_validate, doc, PINNED_KUBERNETES)
+    assert schema_validate(kubernetes_validate, doc, PINNED_KUBERNETES)
 
 
 def test_the_validation_rejects_a_string_for_replicas(kubernetes_validate: ModuleType) -> None:

@@ -81,7 +81,7 @@ def configure(interval_s: float) -> None:
     global _freezing
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*thresholds(interval_s))
+    gc.set_threshold(*_thresholds(interval_s))
     _freezing = interval_s > 0
 
 
@@ -93,7 +93,7 @@ def reset() -> None:
     gc.set_threshold(700, 10, 10)
 
 
-def thresholds(interval_s: float) -> tuple[int, int, int]:
+def _thresholds(interval_s: float) -> tuple[int, int, int]:
     """The collector's thresholds in a worker whose full collections run every ``interval_s``
     seconds (0: automatically)."""
     if interval_s > 0:
@@ -110,9 +110,11 @@ def between_batches() -> None:
 
 
 def collect_fully() -> int:
-    """Run one full collection now, over the frozen objects too (frozen again afterwards); return
-    the objects it freed."""
+    """Run one full collection now, over the frozen objects too (frozen again afterwards where
+    young objects are frozen between batches; with Python's automatic collections nothing alive
+    is frozen, so later automatic full collections still walk it); return the objects it freed."""
     gc.unfreeze()
     freed = gc.collect(2)
-    gc.freeze()
+    if _freezing:
+        gc.freeze()
     return freed

@@ -124,6 +124,13 @@ def test_a_cycle_frozen_before_it_became_garbage_is_freed_by_the_next_full_colle
     assert gc.get_freeze_count() > 0  # what is left stays frozen
 
 
+def test_a_full_collection_leaves_survivors_to_the_automatic_collections_where_they_run(restored_gc: None) -> None:
+    configure(0)
+    alive = allocate(10)
+    collect_fully()  # e.g. release_databases freeing a database held by a cycle
+    assert tracked(alive)
+
+
 def test_reset_restores_python_s_own_policy(restored_gc: None) -> None:
     configure(600)
     reset()

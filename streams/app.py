@@ -16,6 +16,7 @@ from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
 from streams.faust_internals import install_cheap_revocation, install_full_metadata
+from streams.huge_pages import heap_on_huge_pages
 from streams.kafka_clients import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -182,6 +183,7 @@ def create_app(settings: Settings) -> Service:
         topic_kinds=settings.topics.inbound(),
         erasures=erasures,
     )
+    service.metrics.heap_huge_pages.set(1 if heap_on_huge_pages(settings.glibc_tunables) else 0)
     from agents import register_agents  # agents need the service they are registered on
     from streams.monitoring import register_monitoring
     from streams.web import register_views

@@ -212,6 +212,7 @@ def part_baseline(ctx: Context) -> None:
     import orjson
 
     from streams.bench_proc import BenchError, Sample, throughput
+    from streams.huge_pages import environment_like_worker
 
     settings = settings_of(ctx.run.env("main"))
     command = [
@@ -230,7 +231,10 @@ def part_baseline(ctx: Context) -> None:
         f"{ctx.run.name}-baseline",
     ]
     _say("baseline: raw aiokafka loop")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=_catch_up_timeout(ctx.total), check=False)
+    env = environment_like_worker(os.environ, settings)  # the worker's heap: a like-for-like ratio
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=_catch_up_timeout(ctx.total), check=False, env=env
+    )
     if done.returncode != 0:
         raise BenchError(f"the baseline exited with {done.returncode}: {done.stderr[-2000:]}")
     raw = orjson.loads(done.stdout.strip().splitlines()[-1])
@@ -287,7 +291,7 @@ def cpu_by_step(result: "Throughput", step_cpu: Mapping[str, float]) -> dict[str
 def part_leadscore(ctx: Context) -> None:
     """The worker, started after the input was produced; it stays up for the latency part."""
     from streams.bench_kafka import end_offsets_sum
-    from streams.bench_proc import STEP_CPU, Worker, measure_catch_up, peak_rss_bytes
+    from streams.bench_proc import STEP_CPU, Worker, faults_and_system_cpu, measure_catch_up, peak_rss_bytes
 
     env = ctx.run.env("main")
     worker = ctx.worker = Worker("main", env, ctx.run.run_dir / "main.log").start()
@@ -305,6 +309,7 @@ def part_leadscore(ctx: Context) -> None:
     result = measure_catch_up([worker], ctx.total, _catch_up_timeout(ctx.total), on_first)
     steps = cpu_by_step(result, worker.metric_by_label(STEP_CPU, "step"))
     rss = peak_rss_bytes(worker.pid)
+    faults, system_cpu_s = faults_and_system_cpu(worker.pid)
     time.sleep(CHANGELOG_SETTLE_S)  # the last batch's changelog records are awaited after the count
     changelog = asyncio.run(
         end_offsets_sum(client_options(settings_of(env)), f"{env['LEADSCORE_APP_ID']}-leads-changelog", 8)
@@ -319,6 +324,10 @@ def part_leadscore(ctx: Context) -> None:
         "cpu_us_per_event_by_step": steps,
         **_worker_metrics(worker),
         "event_loop": _event_loop(worker.pid),
+        # Since the worker started (its start-up is a small part): fresh pages cost a fault each.
+        "minor_faults": faults,
+        "system_cpu_s": round(system_cpu_s, 2),
+        "heap_huge_pages": bool(worker.metric("leadscore_heap_huge_pages")),
         "source_digest": worker.source,
         "worker_settings": env,
         "method": (
@@ -330,7 +339,9 @@ def part_leadscore(ctx: Context) -> None:
     }
     _say(
         f"leadscore: {result.events_per_s:,.0f} events/s, {result.cpu_us_per_event:.1f} us CPU/event, "
-        f"{changelog / max(ctx.total, 1):.3f} changelog messages/event"
+        f"{changelog / max(ctx.total, 1):.3f} changelog messages/event; {faults:,} page faults and "
+        f"{system_cpu_s:.1f} s system CPU since start, heap on huge pages: "
+        f"{'yes' if ctx.report['leadscore']['heap_huge_pages'] else 'no'}"
     )
     _finish_profile(ctx, profiler)
 

@@ -40,6 +40,13 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def faults_and_system_cpu(pid: int | str = "self") -> tuple[int, float]:
+    """A process's minor page faults and system CPU seconds so far, from ``/proc/<pid>/stat``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_bytes(pid: int | str = "self") -> int:
     """A process's peak resident set size (``VmHWM``), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -66,6 +66,7 @@ def _other_workers() -> int:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory, disk, Python, package versions and the pinned Kafka version."""
+    from streams.huge_pages import libc_name, thp_mode
     from streams.local_kafka import LocalKafkaError, pinned_version
 
     try:
@@ -82,6 +83,8 @@ def machine() -> dict[str, Any]:
         "packages": {name: _version(name) for name in PACKAGES},
         "kafka": kafka,
         "load_average_at_start": list(os.getloadavg()),
+        "libc": libc_name(),
+        "transparent_huge_pages": thp_mode(),
         "other_worker_processes_at_start": _other_workers(),
         "git": _git(),
     }
@@ -216,6 +219,16 @@ def _throughput_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _memory_note(report: dict[str, Any]) -> str:
+    """The kernel's transparent huge page mode and whether the worker's heap was on them."""
+    mode = _get(report, "machine", "transparent_huge_pages")
+    on = _get(report, "leadscore", "heap_huge_pages")
+    if mode is None and on is None:
+        return ""
+    worker = "" if on is None else f", the worker's malloc heap {'on' if on else 'not on'} them"
+    return f" Transparent huge pages: {mode or 'unknown'}{worker}."
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The results as Markdown tables, for the README."""
     m = report["machine"]
@@ -224,7 +237,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"leadscore bench, {report['started_at']}: {m['cores']} cores ({m['cpu_model']}), Python {m['python']}, "
         f"Kafka {m['kafka']}, faust-streaming {m['packages'].get('faust-streaming')}, "
         f"aiokafka {m['packages'].get('aiokafka')}; {opts['leads']:,} leads, {opts['events']:,} events, "
-        f"{report.get('input', {}).get('partitions', 8)} partitions.",
+        f"{report.get('input', {}).get('partitions', 8)} partitions.{_memory_note(report)}",
         "",
         _row("throughput (catch-up)", "events/s", "x baseline", "CPU us/event", "peak RSS MiB"),
         _row("---", "---:", "---:", "---:", "---:"),

@@ -29,6 +29,14 @@ main.add_command(bench_command, name="bench")
 @main.command()
 def worker() -> None:
     """Run a scoring worker (configured by LEADSCORE_* environment variables)."""
+    try:
+        settings = settings_from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    from streams.huge_pages import execute_with_huge_pages
+
+    execute_with_huge_pages(settings)  # before anything is opened: glibc reads its tunables at start
+
     import importlib.util
 
     import faust
@@ -42,7 +50,6 @@ def worker() -> None:
     from streams.topics import TopicLayoutError, ensure_topics
 
     try:
-        settings = settings_from_env()
         service = create_app(settings)  # validates the rules file before touching Kafka
         asyncio.run(ensure_topics(settings))  # refused credentials stop here, within seconds
     except (SettingsError, RulesError, TopicLayoutError, KafkaAccessError) as exc:

@@ -24,6 +24,11 @@ class Metrics:
             registry=r,
         )
         self.scoring_core_compiled.set(1 if is_compiled() else 0)
+        self.heap_huge_pages = Gauge(
+            "leadscore_heap_huge_pages",
+            "1 if glibc's malloc runs on transparent huge pages (streams/huge_pages.py), else 0.",
+            registry=r,
+        )
         self.events_consumed = Counter(
             "leadscore_events_consumed",
             "Inbound records done with (scored, duplicates, dead-lettered, passed on), once written.",

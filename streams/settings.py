@@ -324,6 +324,10 @@ class Settings:
     # Seconds between full garbage collections, run by a timer (streams/gc_pauses.py); 0: Python's
     # own automatic ones (each walks every cached lead state: a pause of up to a second).
     gc_full_interval_s: float = 600.0
+    # Whether the worker runs glibc's malloc on transparent huge pages (streams/huge_pages.py), and
+    # the GLIBC_TUNABLES it was started with.
+    huge_pages: bool = True
+    glibc_tunables: str = ""
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # every Kafka client (streams/kafka_clients.py)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
@@ -410,6 +414,8 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         write_behind_s=_number(env, "WRITE_BEHIND", defaults.write_behind_s, 0),
         write_behind_min_lag=int(_number(env, "WRITE_BEHIND_MIN_LAG", defaults.write_behind_min_lag, 0)),
         gc_full_interval_s=_number(env, "GC_FULL_INTERVAL", defaults.gc_full_interval_s, 0),
+        huge_pages=_flag(env, "HUGE_PAGES", defaults.huge_pages),
+        glibc_tunables=env.get("GLIBC_TUNABLES", defaults.glibc_tunables),
         identity=_identity_settings(env),
         security=_kafka_security(env),
         collector=_collector_settings(env),

@@ -30,6 +30,7 @@ def _positive(section: dict[str, Any], *keys: str) -> None:
 @pytest.mark.timeout(900)
 def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, tmp_path: Path) -> None:
     env = {**os.environ, "LEADSCORE_BOOTSTRAP": bootstrap}
+    env.pop("GLIBC_TUNABLES", None)  # the worker chooses its malloc tunables itself
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", *SIZES, "--out", str(tmp_path)],
         cwd=ROOT,
@@ -48,6 +49,12 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     _positive(report["leadscore"], "events_per_s", "cpu_us_per_event", "peak_rss_bytes", "changelog_messages")
     assert report["leadscore"]["ratio_to_baseline"] > 0
     _positive(report["leadscore"]["cpu_us_per_event_by_step"], "read", "score", "encode", "store")
+    _positive(report["leadscore"], "minor_faults", "system_cpu_s")
+    usable = report["machine"]["libc"] == "glibc" and report["machine"]["transparent_huge_pages"] in (
+        "madvise",
+        "always",
+    )
+    assert report["leadscore"]["heap_huge_pages"] is usable
     assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
     for level in report["latency"]["levels"]:
         _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms")

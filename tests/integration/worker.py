@@ -42,16 +42,19 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        if not wait_ready:
-            return self
-        deadline = time.monotonic() + ready_timeout_s
+        return self.wait_ready(ready_timeout_s) if wait_ready else self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> "WorkerProcess":
+        """Wait until the started worker's /readyz answers 200; raise if it exits or does not."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; log:\n{self.log()}")
             if self.get("/readyz")[0] == 200:
                 return self
             time.sleep(0.3)
-        raise RuntimeError(f"worker not ready after {ready_timeout_s} s; log:\n{self.log()}")
+        raise RuntimeError(f"worker not ready after {timeout_s} s; log:\n{self.log()}")
 
     def get(self, path: str) -> tuple[int, Any]:
         """GET a path of the worker's web server: (status, decoded JSON or text); 0 if it does not answer."""

@@ -82,11 +82,20 @@ def environment_like_worker(base: Mapping[str, str], settings: Settings) -> dict
 
 def execute_with_huge_pages(settings: Settings) -> None:
     """Execute this process's command again with malloc on huge pages where that applies (it does
-    not return then); return where it does not."""
+    not return then); return where it does not, or where the execution fails (with a warning on
+    stderr: the worker then runs as started)."""
     tunables = planned_tunables(settings.huge_pages, settings.glibc_tunables, libc_name(), thp_mode())
     if tunables is None:
         return
+    started_with = os.environ.get("GLIBC_TUNABLES")
     os.environ["GLIBC_TUNABLES"] = tunables
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 (the same command again, no shell)
+    try:
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 (the same command again, no shell)
+    except OSError as exc:
+        if started_with is None:
+            del os.environ["GLIBC_TUNABLES"]
+        else:
+            os.environ["GLIBC_TUNABLES"] = started_with
+        print(f"warning: the worker runs without huge pages for its heap: {exc}", file=sys.stderr)

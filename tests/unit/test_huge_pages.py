@@ -117,3 +117,19 @@ def test_the_benchmark_runs_its_raw_loop_on_the_same_heap(usable: list[tuple[str
     kept = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
     assert environment_like_worker(kept, settings) == kept
     assert environment_like_worker({}, settings_from_env({"LEADSCORE_HUGE_PAGES": "0"})) == {}
+
+
+def test_a_failed_execution_leaves_the_worker_running_as_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(huge_pages, "libc_name", lambda: "glibc")
+    monkeypatch.setattr(huge_pages, "thp_mode", lambda: "madvise")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+
+    def refuse(path: str, argv: list[str]) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "execv", refuse)
+    execute_with_huge_pages(settings_from_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}))
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+    assert "runs without huge pages for its heap: [Errno 13] Permission denied" in capsys.readouterr().err

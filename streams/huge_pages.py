@@ -3,12 +3,12 @@ glibc's ``glibc.malloc.hugetlb=1`` tunable where it was started without it.
 
 A catch-up grows a worker by hundreds of MiB (the cached lead states, RocksDB's memtables, the
 fetch and produce buffers), and every fresh 4 KiB page costs a page fault: on the virtual machines
-this project is measured on, 11-24 microseconds each (the kernel zeroes the page and the host backs
-it), 15% of the worker's CPU in a 1,000,000-event catch-up. With that tunable, glibc (2.35 and
-later) advises the kernel to back its heaps with 2 MiB pages (``MADV_HUGEPAGE``), which it does
-where transparent huge pages are in ``madvise`` or ``always`` mode: the same catch-up took a third
-fewer faults and half the system CPU (README *Speed*, "Huge pages for the heap"). Python's own
-small-object arenas (1 MiB mappings each) are not covered.
+this project is measured on, 7-24 microseconds each depending on the hour (the kernel zeroes the
+page and the host backs it), up to 15% of the worker's CPU in a 1,000,000-event catch-up. With
+that tunable, glibc (2.35 and later) advises the kernel to back its heaps with 2 MiB pages
+(``MADV_HUGEPAGE``), which it does where transparent huge pages are in ``madvise`` or ``always``
+mode: the same catch-up took a third fewer faults and less system CPU (README *Speed*, "Huge
+pages for the heap"). Python's own small-object arenas (1 MiB mappings each) are not covered.
 
 glibc reads its tunables once, as a process starts; so :func:`execute_with_huge_pages` replaces
 the worker's process by the same command (same PID, same arguments) with the tunable added, before
@@ -49,28 +49,35 @@ def libc_name() -> str | None:
     return version.split()[0] if version else None
 
 
+def _tunable_value(tunables: str) -> str | None:
+    """The value ``GLIBC_TUNABLES`` gives malloc's huge pages (its last setting), None if none."""
+    values = [entry.partition("=")[2] for entry in tunables.split(":") if entry.partition("=")[0] == TUNABLE]
+    return values[-1] if values else None
+
+
+def _usable(libc: str | None, mode: str | None) -> bool:
+    """Whether glibc's tunable can put the heap on transparent huge pages here."""
+    return libc == "glibc" and mode in _USABLE_MODES
+
+
 def with_huge_pages(tunables: str) -> str | None:
     """``GLIBC_TUNABLES`` with malloc's huge pages added, or None when it already sets them
     (either way: an explicit choice is kept)."""
-    entries = [entry for entry in tunables.split(":") if entry]
-    if any(entry.partition("=")[0] == TUNABLE for entry in entries):
+    if _tunable_value(tunables) is not None:
         return None
-    return ":".join([*entries, f"{TUNABLE}=1"])
+    return ":".join([*(entry for entry in tunables.split(":") if entry), f"{TUNABLE}=1"])
 
 
 def planned_tunables(enabled: bool, tunables: str, libc: str | None, mode: str | None) -> str | None:
     """The ``GLIBC_TUNABLES`` to execute the worker again with, or None to run on as it is: off,
     not glibc, a kernel without usable transparent huge pages, or the tunable already set."""
-    if not enabled or libc != "glibc" or mode not in _USABLE_MODES:
-        return None
-    return with_huge_pages(tunables)
+    return with_huge_pages(tunables) if enabled and _usable(libc, mode) else None
 
 
 def heap_on_huge_pages(tunables: str) -> bool:
     """Whether a process started with these ``GLIBC_TUNABLES`` has its malloc heap on transparent
     huge pages (the tunable at 1, glibc, and a kernel that backs advised memory with them)."""
-    values = [entry.partition("=")[2] for entry in tunables.split(":") if entry.partition("=")[0] == TUNABLE]
-    return bool(values) and values[-1] == "1" and libc_name() == "glibc" and thp_mode() in _USABLE_MODES
+    return _tunable_value(tunables) == "1" and _usable(libc_name(), thp_mode())
 
 
 def environment_like_worker(base: Mapping[str, str], settings: Settings) -> dict[str, str]:

@@ -53,7 +53,7 @@ async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
     result = service.scorer.expire_due(states.values(), clock)
     service.metrics.cpu_score.inc(time.thread_time() - scoring)
     service.metrics.cpu_read.inc(scoring - reading)
-    await apply_result(service, result, partition, previous)
+    await apply_result(service, result, partition, previous, with_held=False)  # held states: their batches write them
 
 
 def register_decay(service: "Service") -> None:

@@ -113,6 +113,7 @@ async def apply_result(
     previous_stages: dict[str, str],
     record_timestamp_s: float | None = None,
     hold: bool = False,
+    with_held: bool = True,
 ) -> bool:
     """Send a result's events, then write its states: each lead once, on its partition, durable
     before the input is acked (every path writes the table this one way). Each step first
@@ -120,8 +121,11 @@ async def apply_result(
 
     With ``hold`` (the batch path, catching up), the changed states are held back from the table
     instead (``Service.unwritten``), unless the result erased a lead: a lead's events in later
-    batches then update one held state, written once (:func:`write_unwritten`). Return whether
-    every changed state of the partition is written (False: some are held back)."""
+    batches then update one held state, written once (:func:`write_unwritten`). Else the states
+    held back for the partition are written with the result's, unless ``with_held`` is False (the
+    decay path: a tick writes the leads it settled, and the held states wait for their batches'
+    own write; a settled lead that is held too is the same object, written again then). Return
+    whether every changed state of the partition is written (False: some are held back)."""
     await fenced(service)
     await send_outputs(service, result, record_timestamp_s)
     await fenced(service)
@@ -142,8 +146,11 @@ async def apply_result(
             held.states.update((key, state) for key, state in items if state is not None)  # no tombstone here
             service.metrics.state_writes_held.inc(len(items))
             return False
-    await write_unwritten(service, partition, items)
-    return True
+    if with_held:
+        await write_unwritten(service, partition, items)
+        return True
+    await _write_items(service, partition, items)
+    return partition not in service.unwritten
 
 
 async def write_unwritten(
@@ -159,20 +166,25 @@ async def write_unwritten(
         held = None
     states: dict[bytes, LeadState | None] = dict(held.states) if held is not None else {}
     states.update(items)
-    pending = list(states.items())
-    for start in range(0, len(pending), WRITE_CHUNK):  # encoded and sent a chunk at a time: bounded memory
-        await fenced(service)
-        encoding = time.thread_time()
-        chunk = [
-            (key, None if state is None else encode_state(state)) for key, state in pending[start : start + WRITE_CHUNK]
-        ]
-        service.metrics.cpu_encode.inc(time.thread_time() - encoding)
-        await write_states(service.leads, partition, chunk, store_cpu=service.metrics.cpu_store.inc)
-        service.metrics.changelog_records.inc(len(chunk))
+    await _write_items(service, partition, list(states.items()))
     if held is not None:
         del service.unwritten[partition]
         for topic, records in held.records:
             service.count_consumed(topic, records)
+
+
+async def _write_items(service: "Service", partition: int, items: Sequence[tuple[bytes, LeadState | None]]) -> None:
+    """Encode and write states (``None``: a tombstone) to the table and its changelog, a chunk at a
+    time (bounded memory), each chunk after confirming membership."""
+    for start in range(0, len(items), WRITE_CHUNK):
+        await fenced(service)
+        encoding = time.thread_time()
+        chunk = [
+            (key, None if state is None else encode_state(state)) for key, state in items[start : start + WRITE_CHUNK]
+        ]
+        service.metrics.cpu_encode.inc(time.thread_time() - encoding)
+        await write_states(service.leads, partition, chunk, store_cpu=service.metrics.cpu_store.inc)
+        service.metrics.changelog_records.inc(len(chunk))
 
 
 async def fenced(service: "Service") -> None:

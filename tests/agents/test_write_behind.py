@@ -19,7 +19,7 @@ import pytest
 from agents import decay, output
 from agents.batch import score_batches, write_held_states
 from agents.decay import expire_due
-from scoring.state import decode_state
+from scoring.state import Stage, decode_state
 from streams import faust_internals
 from streams.app import Service, create_app
 from streams.faust_internals import MembershipLost, ReadAgain
@@ -184,16 +184,25 @@ async def test_held_states_forgotten_by_the_decay_path_have_the_batches_read_aga
         await score_batches(service, visits(service, ["L1"], 1), hold=False)
 
 
-async def test_a_decay_tick_writes_the_held_states_with_its_own(
+async def test_a_decay_tick_writes_the_leads_it_settles_and_leaves_the_held_states_to_their_batches(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(decay, "decay_clock", lambda service, partition, now_ms: now_ms)
-    await score_batches(service, visits(service, ["L1"], 0), hold=True)
-    service.due.schedule(0, "L1", 1)  # due: the tick reads and writes it
-    await expire_due(service, 0, int(time.time() * 1000))
+    await score_batches(service, visits(service, ["L1", "L2"], 0), hold=True)
+    settled = service.unwritten[0].states[b"L1"]
+    settled.stage, settled.due_at = Stage.MQL, settled.ref_ms + 1  # an MQL whose score fell meanwhile
+    service.due.schedule(0, "L1", settled.due_at)  # due: the tick reads and writes it
+    await expire_due(service, 0, settled.ref_ms + 60_000)
     assert changelog_keys(service) == [[b"L1"]]
+    assert stored(service, "L1").stage is Stage.NURTURE
+    assert stored(service, "L2") is None  # still held, its batch not counted as consumed
+    assert set(service.unwritten[0].states) == {b"L1", b"L2"}
+    assert consumed(service) == 0
+    await write_held_states(service, visits(service, ["L1", "L2"], 0))  # the consumer's flush
+    assert sorted(changelog_keys(service)[1]) == [b"L1", b"L2"]  # L1 again: the held object, settled
+    assert stored(service, "L1") == service.state_cache(0)[b"L1"]
     assert service.unwritten == {}
-    assert consumed(service) == 1
+    assert consumed(service) == 2
 
 
 async def test_states_held_in_an_older_group_generation_are_never_written(service: Service) -> None:

@@ -33,17 +33,21 @@ class BenchError(Exception):
     """A benchmark part cannot go on; the message says why and where to look."""
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the first is the state)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
 def cpu_seconds(pid: int | str = "self") -> float:
     """A process's user + system CPU time so far, from ``/proc/<pid>/stat``."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def faults_and_system_cpu(pid: int | str = "self") -> tuple[int, float]:
     """A process's minor page faults and system CPU seconds so far, from ``/proc/<pid>/stat``."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
+    fields = _stat_fields(pid)
     return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 

@@ -142,7 +142,6 @@ class Scorer:
             kind: _fields_read(kind_rules) for kind, kind_rules in rules.by_kind.items()
         }
         self._match_memo: dict[tuple[object, ...], tuple[EngagementRule, ...]] = {}
-        self._rule_ids = frozenset(rules.by_id)
 
     # -- the score at an instant -------------------------------------------------------------
 
@@ -156,12 +155,14 @@ class Scorer:
     def _engagement_total(self, state: LeadState, at_ms: int) -> float:
         by_id = self.rules.by_id
         values = state.values
-        if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
-            # A float sum (from 0.0) even without values: compiled, a float result cannot be the int 0.
-            if values.keys() <= self._rule_ids:  # the same values, in the same order, without a filter
-                return sum(values.values(), 0.0)
-            return sum([value for rule_id, value in values.items() if rule_id in by_id], 0.0)
         total = 0.0
+        if at_ms == state.ref_ms:  # the common case right after an event: nothing has decayed
+            # A loop, not sum(): compiled, it adds unboxed floats (sum() adds float objects). The
+            # values of rules no longer in the rules file (a state older than its rules) are left out.
+            for rule_id, value in values.items():
+                if rule_id in by_id:
+                    total += value
+            return total
         elapsed = at_ms - state.ref_ms
         for rule_id, value in values.items():
             rule = by_id.get(rule_id)

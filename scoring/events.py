@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import orjson
@@ -86,17 +86,17 @@ _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
         {"intern", "individual_contributor", "manager", "director", "vp", "c_level", "owner"}
     ),
 }
-MAX_ID_LENGTH = 256
-MAX_TEXT_LENGTH = 4096
-MAX_EVENT_BYTES = 65536
-_MAX_EPOCH_MS = 10**14
-# Per kind, what _attrs checks for each field: (name, accepted types, whether it is text, required,
-# allowed values). Whether it is text is decided here, by equality: compiled, the tuples _STR and
-# _INT are rebuilt where they are read, so an identity test on them would never hold.
-_CHECKS: Mapping[EventKind, tuple[tuple[str, tuple[type, ...], bool, bool, frozenset[str] | None], ...]] = {
-    kind: tuple(
-        (name, types, types == _STR, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items()
-    )
+# Final: compiled, each is a constant in the code, not a look-up in the module's globals.
+MAX_ID_LENGTH: Final = 256
+MAX_TEXT_LENGTH: Final = 4096
+MAX_EVENT_BYTES: Final = 65536
+_MAX_EPOCH_MS: Final = 100_000_000_000_000  # 10**14
+# Per kind, what _attrs checks for each field: (name, whether it is text (else an integer),
+# required, allowed values). A dict, not a Mapping: compiled, a look-up in it is a direct dict
+# look-up. Whether it is text is decided by equality: compiled, the tuples _STR and _INT are
+# rebuilt where they are read, so an identity test on them would never hold.
+_CHECKS: Final[dict[EventKind, tuple[tuple[str, bool, bool, frozenset[str] | None], ...]]] = {
+    kind: tuple((name, types == _STR, required, _ENUMS.get((kind, name))) for name, (types, required) in spec.items())
     for kind, spec in EVENT_SPECS.items()
 }
 # URL -> its lower-case path: pages repeat, and splitting an absolute URL is the dearest check.
@@ -227,21 +227,22 @@ def _split_path(url: str) -> str:
     return path.lower()
 
 
-def _attrs(kind: EventKind, payload: Mapping[str, Any]) -> dict[str, Any]:
+def _attrs(kind: EventKind, payload: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    get = payload.get
-    for name, types, text, required, allowed in _CHECKS[kind]:
-        value = get(name)
+    for name, text, required, allowed in _CHECKS[kind]:
+        value = payload.get(name)
         if value is None:
             if required:
                 raise InvalidEvent("missing_field", f"field '{name}' is missing")
             continue
-        if type(value) not in types:  # JSON gives exact types: a bool is not an int here
-            wanted = "a string" if text else "an integer"
-            raise InvalidEvent("wrong_type", f"field '{name}' must be {wanted}, got {type(value).__name__}")
+        # JSON gives exact types: a bool is not an int here.
         if text:
+            if type(value) is not str:
+                raise InvalidEvent("wrong_type", f"field '{name}' must be a string, got {type(value).__name__}")
             if len(value) > MAX_TEXT_LENGTH:
                 raise InvalidEvent("invalid_value", f"field '{name}' is longer than {MAX_TEXT_LENGTH}")
+        elif type(value) is not int:
+            raise InvalidEvent("wrong_type", f"field '{name}' must be an integer, got {type(value).__name__}")
         elif value < 0:
             raise InvalidEvent("invalid_value", f"field '{name}' must not be negative")
         if allowed is not None and value not in allowed:
@@ -271,11 +272,11 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"the value has {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
-        payload = orjson.loads(value)
+        loaded = orjson.loads(value)
     except orjson.JSONDecodeError:
-        payload = None
-    if type(payload) is not dict:
-        payload = json_object(value)  # raises why it is not a JSON object
+        loaded = None
+    # A dict, not Any: compiled, each ``payload.get`` is then a direct dict look-up, not a method call.
+    payload: dict[str, Any] = loaded if type(loaded) is dict else json_object(value)  # raises why it is not
     lead_id = payload.get("lead_id")
     if kind is EventKind.WEB_VISIT and lead_id is None and payload.get("anonymous_id") is not None:
         return _anonymous_visit(key, payload)
@@ -303,7 +304,7 @@ def decode_event(kind: EventKind, key: bytes | None, value: bytes | None) -> Eve
     return Event(kind, event_id, lead_id, occurred_at, attrs, None if email is None else email_hash(email))
 
 
-def _anonymous_visit(key: bytes, payload: Mapping[str, Any]) -> Event:
+def _anonymous_visit(key: bytes, payload: dict[str, Any]) -> Event:
     """A web visit with an ``anonymous_id`` and no ``lead_id``, keyed by the anonymous id: checked
     like any visit, with an empty ``lead_id`` (the identity agent finds the lead)."""
     anonymous_id = text_field(payload, "anonymous_id", MAX_ID_LENGTH)

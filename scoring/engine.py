@@ -4,11 +4,11 @@ Pure: records and states in; new states, MQL events, nurture events and dead let
 per-event agent and the batch path share it unchanged.
 """
 
-import bisect
 import math
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from scoring.decay import decay_factor, time_to_fall
 from scoring.errors import InvalidEvent
@@ -24,6 +24,9 @@ _MATCH_MEMO_SIZE = 16384
 _LN2 = math.log(2)
 _KIND_NAMES = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
 _SCORED = frozenset(SCORED_KINDS)
+# Final: compiled, a call through a static reference, not a look-up of the module's attribute.
+_bisect_left: Final = bisect_left
+_insort: Final = insort
 
 
 @dataclass(slots=True, init=False)
@@ -368,8 +371,8 @@ class Scorer:
                 counted = state.cap_counted[rule_id] = []
             window_ms = cap.window_ms
             start = at_ms - at_ms % window_ms  # the fixed window of at_ms: [start, start + window_ms)
-            end = bisect.bisect_left(counted, start + window_ms)
-            if end - bisect.bisect_left(counted, start) >= cap.count:
+            end = _bisect_left(counted, start + window_ms)
+            if end - _bisect_left(counted, start) >= cap.count:
                 if at_ms >= counted[end - 1]:
                     return False
                 evicted = counted.pop(end - 1)
@@ -377,7 +380,7 @@ class Scorer:
                     rule.points * decay_factor(state.ref_ms - evicted, rule.half_life_ms) * reset_factor(state, evicted)
                 )
                 counts[rule_id] -= 1
-            bisect.insort(counted, at_ms)
+            _insort(counted, at_ms)
         values = state.values
         values[rule_id] = values.get(rule_id, 0.0) + contribution
         counts[rule_id] = counts.get(rule_id, 0) + 1
@@ -407,7 +410,7 @@ class Scorer:
             if cap is None:  # a rule no longer capped: kept whole until all of it is at or before the floor
                 kept = bool(counted) and counted[-1] > floor
             else:  # the window of t has closed when it ends at or before the floor, that is t < cut
-                del counted[: bisect.bisect_left(counted, (floor + 1) // cap.window_ms * cap.window_ms)]
+                del counted[: _bisect_left(counted, (floor + 1) // cap.window_ms * cap.window_ms)]
                 kept = bool(counted)
             if not kept:
                 del state.cap_counted[rule_id]
@@ -482,13 +485,15 @@ class Scorer:
         end (or its lead's next event that finds it due) when its score only decreases from
         there: a batch holds several events of a lead, and the due time of all but the last
         would be computed for nothing."""
+        # ``in`` and ``del``, not ``pop(key, None)``: compiled, a direct dict operation, not a method call.
         if state.stage not in DECAYING:
-            if pending:
-                pending.pop(state.lead_id, None)
+            if state.lead_id in pending:
+                del pending[state.lead_id]
             return
         for value in state.values.values():
             if value < 0:  # not monotone: the check by the score at the next event would not do
-                pending.pop(state.lead_id, None)
+                if state.lead_id in pending:
+                    del pending[state.lead_id]
                 state.due_at = self.due_at(state, at)
                 return
         state.due_at = None  # until computed: no stale due time is read meanwhile
@@ -582,7 +587,9 @@ class Scorer:
         dead_letters = result.dead_letters
         events_by_kind = result.events_by_kind
         known_marks = erased or {}
-        apply = self._apply
+        # Most batches hold no erased lead: their events then skip the look-up (a generic method
+        # call on a Mapping, when compiled).
+        any_known_marks = bool(known_marks)
         outputs: list[object] = []
         pending: dict[str, int] = {}
         scored = duplicates = capped = 0
@@ -596,7 +603,7 @@ class Scorer:
                 if not lead_id:  # anonymous: no lead yet, the identity agent holds it until one is known
                     anonymous.append(record)
                     continue
-                mark = marks.get(lead_id) or known_marks.get(lead_id)
+                mark = marks.get(lead_id) or (known_marks.get(lead_id) if any_known_marks else None)
                 state = changed.get(lead_id)
                 if state is None and lead_id not in deleted:
                     state = states.get(lead_id)
@@ -614,7 +621,8 @@ class Scorer:
                     continue
                 if outputs:
                     outputs = []
-                counted = apply(state, event, now_ms, outputs, pending)
+                # Called as a method, not through a bound method kept in a local: compiled, a direct call.
+                counted = self._apply(state, event, now_ms, outputs, pending)
             except InvalidEvent as exc:
                 dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue

@@ -106,8 +106,10 @@ class Rules:
     # What sales feedback does to engagement: multiplied by this factor on rejection / lost deal.
     rejected_engagement_factor: float = 0.0
     lost_engagement_factor: float = 0.5
-    by_kind: Mapping[EventKind, tuple[EngagementRule, ...]] = field(default_factory=dict)
-    by_id: Mapping[str, EngagementRule] = field(default_factory=dict)
+    # Dicts, not Mappings: compiled, a look-up in them is a direct dict look-up (the scorer makes
+    # several per event), not a generic ``in`` or method call. Not changed once built.
+    by_kind: dict[EventKind, tuple[EngagementRule, ...]] = field(default_factory=dict)
+    by_id: dict[str, EngagementRule] = field(default_factory=dict)
 
 
 class _Reader:

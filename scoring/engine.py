@@ -8,7 +8,7 @@ import math
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from scoring.decay import decay_factor, time_to_fall
 from scoring.errors import InvalidEvent
@@ -19,11 +19,11 @@ from scoring.sources import first_touch
 from scoring.stages import DECAYING, NURTURE_REASONS, QUALIFIABLE, Refusal, apply_outcome, reset_factor
 from scoring.state import LeadState, Stage
 
-_FIT_MEMO_SIZE = 4096
-_MATCH_MEMO_SIZE = 16384
-_LN2 = math.log(2)
-_KIND_NAMES = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
-_SCORED = frozenset(SCORED_KINDS)
+_FIT_MEMO_SIZE: Final = 4096
+_MATCH_MEMO_SIZE: Final = 16384
+_LN2: Final = math.log(2)
+_KIND_NAMES: Final = {kind: kind.value for kind in EventKind}  # ``kind.value`` is a property call
+_SCORED: Final = frozenset(SCORED_KINDS)
 # Final: compiled, a call through a static reference, not a look-up of the module's attribute.
 _bisect_left: Final = bisect_left
 _insort: Final = insort
@@ -337,7 +337,7 @@ class Scorer:
             del values[rule_id]
         state.ref_ms = to_ms
 
-    def _matching(self, kind: EventKind, attrs: Mapping[str, object]) -> tuple[EngagementRule, ...]:
+    def _matching(self, kind: EventKind, attrs: dict[str, Any]) -> tuple[EngagementRule, ...]:
         """The engagement rules of ``kind`` that an event's attributes match, memoised by the
         attributes the rules read (pages and campaigns repeat)."""
         fields = self._match_fields[kind]

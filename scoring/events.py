@@ -100,8 +100,8 @@ _CHECKS: Final[dict[EventKind, tuple[tuple[str, bool, bool, frozenset[str] | Non
     for kind, spec in EVENT_SPECS.items()
 }
 # URL -> its lower-case path: pages repeat, and splitting an absolute URL is the dearest check.
-_PATHS: dict[str, str] = {}
-_PATHS_SIZE = 8192
+_PATHS: Final[dict[str, str]] = {}
+_PATHS_SIZE: Final = 8192
 
 
 @dataclass(slots=True, init=False)
@@ -123,7 +123,7 @@ class Event:
     event_id: str
     lead_id: str
     occurred_at: int
-    attrs: Mapping[str, Any]
+    attrs: dict[str, Any]
     email_hash: str | None
 
     def __init__(
@@ -132,7 +132,7 @@ class Event:
         event_id: str,
         lead_id: str,
         occurred_at: int,
-        attrs: Mapping[str, Any],
+        attrs: dict[str, Any],
         email_hash: str | None = None,
     ) -> None:
         self.kind = kind

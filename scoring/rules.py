@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from scoring.errors import RulesError
 from scoring.events import EVENT_FIELDS, SCORED_KINDS, EventKind
@@ -20,7 +20,7 @@ from scoring.timeutil import parse_duration_ms
 
 FIT_ATTRIBUTES = ("seniority", "company_size", "industry", "country", "email_domain", "job_title")
 DEFAULT_GROUP = "default"
-_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_WORD_SPLIT: Final = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 of names for reporting it (funnel figures and metric labels never carry a free-form string)."""
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 MAX_SOURCE_LENGTH = 64
@@ -28,8 +28,8 @@ KNOWN_SOURCES: Mapping[str, frozenset[str]] = {
     "partner": frozenset({"partner", "partners", "referral"}),
     "event": frozenset({"event", "events", "conference", "webinar"}),
 }
-_BY_ALIAS = {alias: name for name, aliases in KNOWN_SOURCES.items() for alias in aliases}
-_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu"})
+_BY_ALIAS: Final = {alias: name for name, aliases in KNOWN_SOURCES.items() for alias in aliases}
+_SECOND_LEVEL: Final = frozenset({"co", "com", "org", "net", "ac", "gov", "edu"})
 REPORTED_SOURCES = (*KNOWN_SOURCES, DIRECT, OTHER, UNKNOWN)
 
 

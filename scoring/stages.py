@@ -8,6 +8,7 @@ not in the table for the lead's stage is an impossible transition and is dead-le
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from scoring.rules import Rules
 from scoring.state import LeadState, Stage
@@ -27,9 +28,9 @@ TRANSITIONS: Mapping[str, Mapping[Stage, Stage]] = MappingProxyType(
 NURTURE_REASONS: Mapping[str, str] = MappingProxyType({"rejected": "sales_rejected", "lost": "lost"})
 
 # Stages that decay may return to nurture: only an MQL. Sales-owned leads stay where sales put them.
-DECAYING = frozenset({Stage.MQL})
+DECAYING: Final = frozenset({Stage.MQL})
 # Stages from which a high enough score is a new MQL crossing.
-QUALIFIABLE = frozenset({Stage.LEAD, Stage.NURTURE})
+QUALIFIABLE: Final = frozenset({Stage.LEAD, Stage.NURTURE})
 
 
 def next_stage(stage: Stage, outcome: str) -> Stage | None:

@@ -2,15 +2,15 @@
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 # Format 2 adds the sales stages, their timestamps, the first-touch source, the rules version of
 # the MQL crossing and the engagement resets. Format 1 states decode with those left empty.
 # Format 3 keeps the capped events per rule ("k"), not per "rule@window" ("w"): far fewer objects.
-STATE_FORMAT = 3
-_READABLE_FORMATS = (1, 2, 3)
+STATE_FORMAT: Final = 3
+_READABLE_FORMATS: Final = (1, 2, 3)
 
 
 class Stage(StrEnum):
@@ -29,8 +29,8 @@ class Stage(StrEnum):
     CUSTOMER = "customer"
 
 
-_STAGES = {stage.value: stage for stage in Stage}  # a dict lookup is far cheaper than Stage(value)
-_STAGE_VALUES = {stage: stage.value for stage in Stage}  # and than ``stage.value``, a property call
+_STAGES: Final = {stage.value: stage for stage in Stage}  # a dict lookup is far cheaper than Stage(value)
+_STAGE_VALUES: Final = {stage: stage.value for stage in Stage}  # and than ``stage.value``, a property call
 
 
 @dataclass(slots=True, init=False)

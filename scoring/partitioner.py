@@ -3,6 +3,7 @@ aiokafka place them. Pure arithmetic, compiled with the core (``scoring.compiled
 64-bit integers it is about ten times faster than the same loop interpreted, and every keyed output
 the service sends, and every key the benchmark's input places, goes through it."""
 
+import random
 import struct
 from typing import Final
 
@@ -45,3 +46,13 @@ def murmur2(data: bytes) -> int:
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def producer_partition(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """A producer's partition for a record, as Kafka's default partitioner (aiokafka's
+    ``DefaultPartitioner``, whose murmur2 is interpreted) picks it: by the key's murmur2; a record
+    without a key on a random available partition (any, when none is available). The worker's
+    producer uses it for every send without a partition (dead letters, released identity events)."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[key_partition(key, len(all_partitions))]

@@ -12,6 +12,7 @@ import faust
 from scoring.due_index import DueIndex
 from scoring.engine import Scorer
 from scoring.events import EventKind
+from scoring.partitioner import producer_partition
 from scoring.rules import parse_rules
 from scoring.state import LeadState, Stage
 from streams.clock import Clock
@@ -158,6 +159,7 @@ def create_app(settings: Settings) -> Service:
         broker_max_poll_records=settings.max_poll_records or None,
         producer_max_batch_size=settings.produce_batch_bytes,  # see Settings.produce_batch_bytes
         consumer_max_fetch_size=settings.fetch_bytes,
+        producer_partitioner=producer_partition,  # Kafka's default, with the compiled murmur2
     )
     install_full_metadata(app)  # before anything creates the producer
     install_cheap_revocation()

@@ -249,16 +249,18 @@ async def measure_latency(
             reader.clear()
         for fraction in fractions:
             sent_at: dict[str, float] = {}
-            cpu, worker_cpu = cpu_seconds(), cpu_seconds(worker.pid)
+            cpu, worker_cpu_start = cpu_seconds(), cpu_seconds(worker.pid)
             batches = await asyncio.to_thread(worker.metric, BATCHES) or 0.0
             buckets = await asyncio.to_thread(_worker_buckets, worker)
             sent, took = await _pace(sender, journeys, topics, fraction * max_rate, seconds, sent_at)
-            cpu, worker_cpu = cpu_seconds() - cpu, cpu_seconds(worker.pid) - worker_cpu
+            cpu, worker_cpu = cpu_seconds() - cpu, cpu_seconds(worker.pid) - worker_cpu_start
             total += sent
             await _wait_consumed(worker, total, timeout_s=max(60.0, 4 * seconds))
+            worker_cpu_drained = cpu_seconds(worker.pid) - worker_cpu_start  # until the phase's events are scored
             await asyncio.sleep(SETTLE_S)
             level = _level(fraction, fraction * max_rate, sent, took, cpu, sent_at, reader).to_json()
             level["worker_cpu_share"] = round(worker_cpu / took, 3)
+            level["worker_cpu_us_per_event"] = round(worker_cpu_drained / max(sent, 1) * 1e6, 1)
             batches = (await asyncio.to_thread(worker.metric, BATCHES) or 0.0) - batches
             level["worker_batches"] = int(batches)
             level["events_per_batch"] = round(sent / max(batches, 1), 1)
@@ -292,7 +294,9 @@ async def measure_latency(
             f"{WARM_UP_S:g} s of paced traffic at the first level's rate before the first level, not measured; "
             "input_p50/p99_ms: record timestamp (the benchmark's producer) -> readable by a plain consumer of the "
             "web visits topic, the delay before the worker; "
-            "worker_cpu_share: the worker's CPU over the phase (1.0 = one core); worker_batches: batches scored "
+            "worker_cpu_share: the worker's CPU over the phase (1.0 = one core); worker_cpu_us_per_event: the "
+            "worker's CPU from the phase's start until it consumed the phase's events, per event; "
+            "worker_batches: batches scored "
             "(ticks included) while the phase ran and drained"
         ),
     }

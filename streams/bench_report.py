@@ -245,7 +245,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     levels = _get(report, "latency", "levels") or []
     if levels:
-        header = ("event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "input p99 ms")
+        header = ["event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "input p99 ms"]
+        header.append("worker CPU us/event")
         lines += ["", _row(*header), _row(*["---"] * len(header))]
         for lv in levels:
             lines.append(
@@ -257,6 +258,7 @@ def markdown(report: dict[str, Any]) -> str:
                     _num(lv["p95_ms"], "{:.1f}"),
                     _num(lv["p99_ms"], "{:.1f}"),
                     _num(lv.get("input_p99_ms"), "{:.1f}"),
+                    _num(lv.get("worker_cpu_us_per_event"), "{:.1f}"),
                 )
             )
     lines += ["", _row("target", "goal", "measured", "met"), _row("---", "---", "---", "---")]

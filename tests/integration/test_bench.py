@@ -57,7 +57,7 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     assert report["leadscore"]["heap_huge_pages"] is usable
     assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
     for level in report["latency"]["levels"]:
-        _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms")
+        _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms", "worker_cpu_us_per_event")
     assert [scaled["workers"] for scaled in report["scaling"]["runs"]] == [1, 2, 4]
     for scaled in report["scaling"]["runs"]:
         _positive(scaled, "events_per_s", "cpu_us_per_event", "peak_rss_bytes")

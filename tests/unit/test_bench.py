@@ -257,7 +257,15 @@ def _report() -> dict[str, Any]:
         },
         "latency": {
             "levels": [
-                {"fraction": f, "achieved_rate": 100.0, "samples": 5, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99}
+                {
+                    "fraction": f,
+                    "achieved_rate": 100.0,
+                    "samples": 5,
+                    "p50_ms": 5.0,
+                    "p95_ms": 9.0,
+                    "p99_ms": p99,
+                    "worker_cpu_us_per_event": 23.7,
+                }
                 for f, p99 in ((0.25, 10.0), (0.5, 300.0), (0.75, 20.0))
             ]
         },
@@ -296,7 +304,7 @@ def test_targets_are_reported_not_enforced() -> None:
 def test_markdown() -> None:
     text = markdown(_report())
     assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
-    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a |" in text
+    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 |" in text
     assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text
 
 

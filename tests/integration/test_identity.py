@@ -10,9 +10,12 @@ import orjson
 import pytest
 
 from scoring.identity import email_hash
+from scoring.partitioner import key_partition
 from tests.integration.kafka import Received, produce, read_until, run
 from tests.integration.waits import WAIT_S, counts, wait_for_lead, wait_for_metric
 from tests.integration.worker import WorkerProcess
+
+PARTITIONS = 4  # the worker_factory's
 
 
 def anonymous_visit(anon: str, event_id: str, at: int, url: str) -> bytes:
@@ -59,6 +62,9 @@ def test_anonymous_visits_count_once_for_the_lead_after_identify_and_later_ones_
     released = run(read_until(bootstrap, [visits], lambda r: len([x for x in r if x.key == b"L1"]) >= 4, settle_s=2))
     assert sorted(r.json()["event_id"] for r in released if r.key == b"L1") == ["v0", "v1", "v2", "v9"]
     assert all(r.json()["lead_id"] == "L1" for r in released if r.key == b"L1")
+    # Sent without a partition: the worker's producer placed them where Kafka's default partitioner
+    # puts the lead id (scoring.partitioner.producer_partition), with the lead's other events.
+    assert {r.partition for r in released if r.key == b"L1"} == {key_partition(b"L1", PARTITIONS)}
     assert worker.metric("leadscore_identity_events_total", 'outcome="forwarded"') == 4
     assert worker.metric("leadscore_identity_links_total", 'result="linked"') == 1
     assert worker.metric("leadscore_identity_links_total", 'result="repeated"') == 1

@@ -168,7 +168,9 @@ def latency_templates(seed: int, count: int, scorer: Scorer, now_ms: int) -> Tem
 
 class JourneyStream:
     """Fresh journeys from templates: a qualifying one with probability ``share``, else another,
-    each under a new lead id, as (kind, lead id, payload without ``occurred_at``)."""
+    each under a new lead id, as (kind, lead id, payload without ``occurred_at``). A new lead is a
+    new person: its e-mail address and anonymous id are its own too (a template's, repeated under
+    many lead ids, would make every repeat an identity conflict and a dead letter)."""
 
     def __init__(self, templates: Templates, share: float, run: str, seed: int) -> None:
         self.templates = templates
@@ -184,7 +186,18 @@ class JourneyStream:
             lead_id = f"lat-{self.run}-{self.started}"
             self.started += 1
             for i, (kind, payload) in enumerate(zip(template.kinds, template.payloads, strict=True)):
-                yield kind, lead_id, {**payload, "lead_id": lead_id, "event_id": f"{lead_id}-{i}"}
+                yield kind, lead_id, {**payload, **_own_identity(payload, lead_id), "event_id": f"{lead_id}-{i}"}
+
+
+def _own_identity(payload: dict[str, Any], lead_id: str) -> dict[str, str]:
+    """The lead id, and the lead's own e-mail address (the template's domain) and anonymous id
+    where the template's event has them."""
+    fields = {"lead_id": lead_id}
+    if "email" in payload:
+        fields["email"] = f"{lead_id}@{str(payload['email']).rpartition('@')[2]}"
+    if "anonymous_id" in payload:
+        fields["anonymous_id"] = f"anon-{lead_id}"
+    return fields
 
 
 # -- producing ---------------------------------------------------------------------------------------

@@ -78,6 +78,17 @@ def test_latency_journeys_are_fresh_and_biased_towards_qualifying(scorer: Scorer
     assert len({payload["event_id"] for _, _, payload in events}) == 2000
     assert all(payload["lead_id"] == lead for _, lead, payload in events)
     assert all(isinstance(kind, EventKind) for kind, _, _ in events)
+    # Each lead is a new person: no e-mail address or anonymous id is shared by two leads.
+    for field in ("email", "anonymous_id"):
+        owners = {payload[field]: lead for _, lead, payload in events if field in payload}
+        assert len(owners) == len({lead for _, lead, payload in events if field in payload}) > 10
+    domains = {p["email"].rpartition("@")[2] for _, _, p in events if "email" in p}
+    assert domains <= {
+        p["email"].rpartition("@")[2]
+        for t in templates.qualifying + templates.other
+        for p in t.payloads
+        if "email" in p
+    }
 
 
 def test_percentile_interpolates() -> None:

@@ -12,11 +12,12 @@ each dead letter is written once.
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from scoring.outputs import DeadLetter
+from streams.faust_internals import Headers, hand_over
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -36,7 +37,7 @@ async def send_dead_letters(service: "Service", letters: Sequence[DeadLetter], n
     if not letters:
         return
     topic = service.settings.topics.dead_letters
-    pending = [
+    pending: list[tuple[bytes | None, bytes, Headers]] = [
         (letter.record_key(), orjson.dumps(letter.to_payload(now_ms)), [("leadscore-reason", letter.reason.encode())])
         for letter in letters
     ]
@@ -70,22 +71,22 @@ async def send_dead_letters(service: "Service", letters: Sequence[DeadLetter], n
         service.metrics.dead_letters.labels(letter.reason).inc()
 
 
-async def _attempt(service: "Service", topic: str, pending: list[tuple[bytes | None, bytes, Any]]) -> Exception | None:
-    """Send every pending record; remove those the broker acknowledged; the first error, if any."""
-    producer = service.app.producer
-    futures: list[tuple[int, Any]] = []
-    error: Exception | None = None
-    for index, (key, value, headers) in enumerate(pending):
-        try:
-            sent = await producer.send(topic, key=key, value=value, partition=None, timestamp=None, headers=headers)
-            futures.append((index, sent))
-        except Exception as exc:  # refused before sending (e.g. larger than the producer allows)
-            error = error or exc
+async def _attempt(
+    service: "Service", topic: str, pending: list[tuple[bytes | None, bytes, Headers]]
+) -> Exception | None:
+    """Send every pending record in produce batches (one per partition: ``hand_over``); remove those
+    the broker acknowledged; the first error, if any."""
+    try:
+        handed, error = await hand_over(
+            service.app, topic, [(key, value) for key, value, _ in pending], [headers for _, _, headers in pending]
+        )
+    except Exception as exc:  # refused before any was sent (e.g. no metadata for the topic)
+        return exc
     done: set[int] = set()
-    for index, future in futures:
+    for future, indices in handed:
         try:
             await future
-            done.add(index)
+            done.update(indices)
         except Exception as exc:
             error = error or exc
     pending[:] = [item for index, item in enumerate(pending) if index not in done]

@@ -24,7 +24,7 @@ from scoring.identity import DAY_MS, IdentityConfig, decode_identity_state, enco
 from scoring.identity_batch import apply_identity_batch
 from scoring.identity_sweep import SWEEP_KEY, decode_sweep, sweep_message, sweep_states
 from scoring.outputs import DeadLetter
-from streams.faust_internals import MembershipLost, partition_items, read_states, write_states
+from streams.faust_internals import MembershipLost, partition_items, read_states, send_keyed, write_states
 
 if TYPE_CHECKING:
     from streams.app import Service
@@ -35,7 +35,7 @@ SWEEP_CHECK_S = 10.0
 
 
 async def handle_identities(
-    service: "Service", records: Sequence[Any], config: IdentityConfig, forward_to: dict[EventKind, Any]
+    service: "Service", records: Sequence[Any], config: IdentityConfig, forward_to: dict[EventKind, str]
 ) -> None:
     """Apply ``lead-identities`` records of one partition: identity messages as
     :func:`apply_identities` does, then, if the records hold a sweep, the partition's sweep."""
@@ -47,7 +47,7 @@ async def handle_identities(
 
 
 async def apply_identities(
-    service: "Service", records: Sequence[Any], config: IdentityConfig, forward_to: dict[EventKind, Any]
+    service: "Service", records: Sequence[Any], config: IdentityConfig, forward_to: dict[EventKind, str]
 ) -> None:
     """Apply identity messages of one partition, in offset order: park, link, release or refuse.
     Released events and dead letters are awaited, then each changed key is written once (one
@@ -59,9 +59,11 @@ async def apply_identities(
     states = {key: decode_identity_state(raw) for key, raw in stored.items()}
     batch = apply_identity_batch([(r.key, r.value) for r in records], states, service.clock.now_ms(), config)
     await fenced(service)
-    pending = [await forward_to[f.kind].send(key=f.lead_id.encode(), value=f.value) for f in batch.forwards]
-    for future in pending:
-        await future
+    if batch.forwards:
+        released: dict[str, list[tuple[bytes, bytes]]] = {}
+        for f in batch.forwards:
+            released.setdefault(forward_to[f.kind], []).append((f.lead_id.encode(), f.value))
+        await send_keyed(service.app, released)  # awaited until the broker has them
     letters = []
     for rejected in batch.rejected:
         r = records[rejected.index]
@@ -139,13 +141,7 @@ def register_identity(service: "Service") -> None:
         window_ms=int(settings.identity.window_days * DAY_MS), max_parked=settings.identity.max_parked
     )
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-    forward_to = {
-        EventKind.WEB_VISIT: raw_topic(settings.topics.web_visits),
-        EventKind.EMAIL_EVENT: raw_topic(settings.topics.email_events),
-    }
+    forward_to = {EventKind.WEB_VISIT: settings.topics.web_visits, EventKind.EMAIL_EVENT: settings.topics.email_events}
     service.metrics.processing_errors.labels("identity")
 
     async def handle_safely(records: Sequence[Any]) -> None:

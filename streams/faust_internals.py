@@ -142,7 +142,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-from scoring.partitioner import key_partition
+from scoring.partitioner import key_partition, producer_partition
 from streams.gc_pauses import between_batches, collect_fully
 from streams.time_sync import GRACE_MS, horizon, split_at
 
@@ -1192,44 +1192,85 @@ async def send_changelog(table: Any, partition: int, items: Sequence[tuple[bytes
 
 
 async def send_keyed(app: Any, messages: Mapping[str, Sequence[tuple[bytes, bytes]]]) -> None:
-    """Send keyed records, ``{topic: [(key, value), ...]}``, each on the partition its key hashes to
-    (Kafka's default murmur2 partitioner, as every producer of these topics uses), with aiokafka's
-    batch API: one produce batch per partition instead of one Faust send per record. Every topic's
-    batches are handed to the producer before any answer is awaited, so a batch's outputs cost one
-    round trip to the broker, not one per topic. Waits for the broker."""
-    producer = app.producer._ensure_producer()
-    sent = []
+    """Send keyed records, ``{topic: [(key, value), ...]}``, in produce batches (:func:`hand_over`)
+    instead of one Faust send per record. Every topic's batches are handed to the producer before
+    any answer is awaited, so a batch's outputs cost one round trip to the broker, not one per
+    topic. Waits for the broker."""
+    answers = []
     for topic, records in messages.items():
-        if not records:
-            continue
-        await producer.client._wait_on_metadata(topic)
-        partitions = len(producer.client.cluster.partitions_for_topic(topic))
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for key, value in records:
-            partition = key_partition(key, partitions)  # as producer._partition would, faster
-            by_partition.setdefault(partition, []).append((key, value))
-        for partition, items in by_partition.items():
-            sent += await _send_to_partition(producer, topic, partition, items)
-    for future, _ in sent:
+        if records:
+            handed, error = await hand_over(app, topic, records)
+            answers += handed
+            if error is not None:
+                raise error
+    for future, _ in answers:
         await future
 
 
+Headers = list[tuple[str, bytes]]  # a list: aiokafka's compiled batch builder takes no other sequence
+
+
+async def hand_over(
+    app: Any, topic: str, records: Sequence[tuple[bytes | None, bytes]], headers: Sequence[Headers] | None = None
+) -> tuple[list[tuple[Any, list[int]]], Exception | None]:
+    """Hand records (with ``headers[i]`` for ``records[i]``, if given) to the producer with
+    aiokafka's batch API, one partition's produce batches after another's, each record on the
+    partition Kafka's default partitioner gives it (:func:`scoring.partitioner.producer_partition`,
+    as every producer of these topics places them), without waiting for the broker. Returns the
+    broker's answer to each batch handed over with the indices of its records, and the error that
+    stopped the rest from being handed over, if one did (those records are in no answer)."""
+    producer = app.producer._ensure_producer()
+    await producer.client._wait_on_metadata(topic)
+    cluster = producer.client.cluster
+    every = sorted(cluster.partitions_for_topic(topic))
+    available = sorted(cluster.available_partitions_for_topic(topic))
+    by_partition: dict[int, list[int]] = {}
+    for index, (key, _) in enumerate(records):
+        by_partition.setdefault(producer_partition(key, every, available), []).append(index)
+    answers: list[tuple[Any, list[int]]] = []
+    for partition, indices in by_partition.items():
+        items = [records[index] for index in indices]
+        first = 0
+        try:
+            for batch, count in _filled_batches(producer, items, headers and [headers[index] for index in indices]):
+                answers.append(
+                    (await producer.send_batch(batch, topic, partition=partition), indices[first : first + count])
+                )
+                first += count
+        except Exception as exc:  # e.g. the producer's queue full past its timeout, or stopping
+            return answers, exc
+    return answers, None
+
+
 async def _send_to_partition(
-    producer: Any, topic: str, partition: int, items: Sequence[tuple[bytes, bytes | None]]
+    producer: Any, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes | None]]
 ) -> list[tuple[Any, int]]:
     """Append the records to produce batches of one partition and send them, in order; the
     broker's answer to each batch, with its record count."""
-    sent: list[tuple[Any, int]] = []
+    return [
+        (await producer.send_batch(batch, topic, partition=partition), count)
+        for batch, count in _filled_batches(producer, items)
+    ]
+
+
+_NO_HEADERS: Headers = []
+
+
+def _filled_batches(
+    producer: Any, items: Sequence[tuple[bytes | None, bytes | None]], headers: Sequence[Headers] | None = None
+) -> Iterator[tuple[Any, int]]:
+    """The records appended in order to produce batches: each batch once full (and the last one),
+    with its record count."""
     batch, count = producer.create_batch(), 0
-    for key, value in items:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    for index, (key, value) in enumerate(items):
+        extra = _NO_HEADERS if headers is None else headers[index]
+        if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
+            yield batch, count
             batch, count = producer.create_batch(), 0
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a produce batch")
         count += 1
-    sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-    return sent
+    yield batch, count
 
 
 def write_store(

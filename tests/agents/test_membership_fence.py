@@ -15,7 +15,7 @@ from unittest.mock import AsyncMock
 import orjson
 import pytest
 
-from agents import output
+from agents import dead_letters, output
 from agents.batch import score_batches
 from scoring.engine import BatchResult
 from scoring.outputs import MqlEvent, Score
@@ -26,6 +26,7 @@ from streams.faust_internals import MembershipLost, confirm_membership
 from streams.metrics import CPU_STEPS
 from streams.settings import Settings
 from tests.agents.test_identity_sweep import visit
+from tests.agents.test_scoring_agent import HandedOver
 
 GENERATION = 7
 UNREACHABLE, ACCEPTED, UNKNOWN_MEMBER = "unreachable", "accepted", "unknown member"
@@ -178,13 +179,13 @@ async def test_a_lost_member_leaves_identity_messages_unacked_not_dead_lettered(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(output, "confirm_membership", AsyncMock(side_effect=MembershipLost("gone")))
-    monkeypatch.setattr(service.app.producer, "send", AsyncMock())  # dead letters would go here
+    monkeypatch.setattr(dead_letters, "hand_over", HandedOver())  # dead letters would go here
     record = visit("a1", days_ago=0, partition=3)  # parked: the identity path writes its key
     assert service.identity_batch is not None
     with pytest.raises(MembershipLost):  # the batch consumer rewinds; the next owner reads them
         await service.identity_batch(SimpleNamespace(topic=record.topic, partition=record.partition), [record])
     faust_internals.send_changelog.assert_not_called()  # type: ignore[attr-defined]
-    service.app.producer.send.assert_not_called()
+    assert dead_letters.hand_over.records == []  # type: ignore[attr-defined]
     assert service.metrics.zombie_writes_refused._value.get() == 1
 
 

@@ -10,7 +10,7 @@ from unittest.mock import AsyncMock
 import orjson
 import pytest
 
-from agents import output
+from agents import dead_letters, output
 from scoring.state import decode_state
 from streams import faust_internals
 from streams.app import Service, create_app
@@ -23,6 +23,20 @@ def resolved(*_args: Any, **_kwargs: Any) -> "asyncio.Future[None]":
     return future
 
 
+class HandedOver:
+    """Stands in for ``hand_over``, which dead letters go through (no producer here): records each
+    (topic, key, value, headers) and answers at once that the broker has them."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    async def __call__(
+        self, app: Any, topic: str, records: list[tuple[bytes | None, bytes]], headers: Any = None
+    ) -> tuple[list[tuple[Any, list[int]]], None]:
+        self.records += [(topic, key, value, headers[i] if headers else []) for i, (key, value) in enumerate(records)]
+        return [(resolved(), list(range(len(records))))], None
+
+
 @pytest.fixture
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     # Settings are fixed before the app exists: the factory builds a fresh app per test.
@@ -30,8 +44,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     service = create_app(settings)
     # MQL, nurture and identity messages go out in produce batches (no producer here): recorded.
     monkeypatch.setattr(output, "send_keyed", AsyncMock())
-    # Dead letters go through the producer itself (agents/dead_letters.py): recorded instead.
-    monkeypatch.setattr(service.app.producer, "send", AsyncMock(side_effect=resolved))
+    # Dead letters too (agents/dead_letters.py): recorded instead.
+    monkeypatch.setattr(dead_letters, "hand_over", HandedOver())
     # No producer in the test context: the changelog send is recorded instead.
     monkeypatch.setattr(faust_internals, "send_changelog", AsyncMock(return_value=0))
     return service
@@ -81,14 +95,14 @@ async def test_scoring_agent_writes_the_table_and_sends_one_mql(service: Service
     payload = orjson.loads(value)
     assert payload["lead_id"] == "L1"
     assert payload["triggering_event_id"] == "d"
-    assert service.app.producer.send.call_count == 0
+    assert dead_letters.hand_over.records == []  # type: ignore[attr-defined]
 
 
 async def test_scoring_agent_dead_letters_a_record_from_an_unknown_topic(service: Service) -> None:
     agent = service.app.agents["score-events"]
     async with agent.test_context() as context:
         await put(context, "somewhere-else", b"L1", event("x", url="/pricing"))
-    send = service.app.producer.send
-    assert send.call_count == 1
-    assert send.call_args.kwargs["headers"] == [("leadscore-reason", b"unknown_topic")]
+    [(topic, key, _, headers)] = dead_letters.hand_over.records  # type: ignore[attr-defined]
+    assert (topic, key) == (service.settings.topics.dead_letters, b"L1")
+    assert headers == [("leadscore-reason", b"unknown_topic")]
     assert b"L1" not in service.leads.data.data

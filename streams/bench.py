@@ -79,6 +79,8 @@ class BenchOptions:
     recovery_leads: int = 1_000_000
     latency_seconds: float = 15.0
     skip: frozenset[str] = frozenset()
+    # The rate the paced levels are fractions of (0: the worker's measured catch-up events/s).
+    latency_rate: float = 0.0
     out: Path = Path("bench/results")
     seed: int = 1
     profile: bool = False
@@ -98,6 +100,7 @@ class BenchOptions:
             "events": self.events,
             "recovery_leads": self.recovery_leads,
             "latency_seconds": self.latency_seconds,
+            "latency_rate": self.latency_rate,
             "skip": sorted(self.skip),
             "out": str(self.out),
             "seed": self.seed,
@@ -375,10 +378,11 @@ def part_latency(ctx: Context) -> None:
     from streams.bench_latency import measure_latency
 
     settings = settings_of(ctx.run.env("main"))
-    rate = float(ctx.report["leadscore"]["events_per_s"])
+    rate = ctx.options.latency_rate or float(ctx.report["leadscore"]["events_per_s"])
     scorer = Scorer(parse_rules(settings.rules_text(), str(settings.rules_file)))
     time.sleep(LATENCY_PAUSE_S)  # let the worker settle after the catch-up (ticks, commits, compaction)
-    _say(f"latency: paced at {', '.join(f'{f:.0%}' for f in LATENCY_FRACTIONS)} of {rate:,.0f} events/s")
+    given = " (given by --latency-rate)" if ctx.options.latency_rate else ""
+    _say(f"latency: paced at {', '.join(f'{f:.0%}' for f in LATENCY_FRACTIONS)} of {rate:,.0f} events/s{given}")
     consumed = int(ctx.worker.metric("leadscore_events_consumed_total") or ctx.total)
     result = asyncio.run(
         measure_latency(
@@ -744,6 +748,12 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[Path], int]:
     "--recovery-leads", default=1_000_000, show_default=True, help="Leads of the recovery table (and the decay bench)."
 )
 @click.option("--latency-seconds", default=15.0, show_default=True, help="Seconds of each paced latency phase.")
+@click.option(
+    "--latency-rate",
+    default=0.0,
+    help="Events/s the paced latency levels are fractions of (default: the worker's measured maximum); "
+    "a fixed rate compares runs at equal load.",
+)
 @click.option("--skip", default="", help=f"Comma list of parts to skip: {', '.join(PARTS)}.")
 @click.option("--out", default="bench/results", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=1, show_default=True, help="Seed of the synthetic input.")
@@ -758,6 +768,7 @@ def bench_command(
     events: int,
     recovery_leads: int,
     latency_seconds: float,
+    latency_rate: float,
     skip: str,
     out: Path,
     seed: int,
@@ -771,12 +782,12 @@ def bench_command(
         skipped = parse_skip(skip)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--skip") from None
-    if min(leads, events, recovery_leads) <= 0 or latency_seconds <= 0:
-        raise click.BadParameter("sizes and --latency-seconds must be positive")
+    if min(leads, events, recovery_leads) <= 0 or latency_seconds <= 0 or latency_rate < 0:
+        raise click.BadParameter("sizes and --latency-seconds must be positive, --latency-rate not negative")
     bootstrap = os.environ.get("LEADSCORE_BOOTSTRAP", DEFAULT_BOOTSTRAP)
     security = security_variables(os.environ)  # handed to the run's clients and workers, never reported
     options = BenchOptions(
-        leads, events, recovery_leads, latency_seconds, skipped, out, seed, profile, bootstrap, security
+        leads, events, recovery_leads, latency_seconds, skipped, latency_rate, out, seed, profile, bootstrap, security
     )
     try:
         report, written, code = run_bench(options)

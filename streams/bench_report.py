@@ -125,6 +125,11 @@ def _level(report: dict[str, Any], fraction: float) -> dict[str, Any] | None:
     return None
 
 
+def _given_rate(report: dict[str, Any]) -> float:
+    """The rate the paced levels were fractions of when given (``--latency-rate``); 0: the maximum."""
+    return float(_get(report, "options", "latency_rate") or 0.0)
+
+
 def _check(value: float | None, ok: bool) -> bool | None:
     return None if value is None else ok
 
@@ -135,6 +140,8 @@ def targets(report: dict[str, Any]) -> list[Target]:
     cpu = _get(report, "leadscore", "cpu_us_per_event")
     half = _level(report, 0.5)
     p99 = None if half is None else float(half["p99_ms"])
+    given = _given_rate(report)
+    at = f" (at 50% of a given {given:,.0f} events/s, not of the maximum)" if given and p99 is not None else ""
     restore = _get(report, "recovery", "fresh_data_dir", "ready_s")
     restart = _get(report, "recovery", "same_data_dir", "ready_s")
     leads_goal = f"{_get(report, 'options', 'recovery_leads') or 0:,} leads < 60 s"
@@ -148,7 +155,10 @@ def targets(report: dict[str, Any]) -> list[Target]:
         Target("events/s vs baseline", ">= 1.0x (stretch 1.5x)", _show(ratio, fmt), _check(ratio, (ratio or 0) >= 1.0)),
         Target("worker CPU per event", "<= 17 us", _show(cpu, "{:.1f} us"), _check(cpu, (cpu or 1e9) <= 17)),
         Target(
-            "p99 event->MQL at 50% of max rate", "< 250 ms", _show(p99, "{:.0f} ms"), _check(p99, (p99 or 1e9) < 250)
+            "p99 event->MQL at 50% of max rate",
+            "< 250 ms",
+            _show(p99, "{:.0f} ms") + at,
+            _check(p99, (p99 or 1e9) < 250),
         ),
         Target(
             "recovery after a SIGKILL (same data dir, static membership)",
@@ -248,10 +258,12 @@ def markdown(report: dict[str, Any]) -> str:
         header = ["event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "input p99 ms"]
         header.append("worker CPU us/event")
         lines += ["", _row(*header), _row(*["---"] * len(header))]
+        given = _given_rate(report)
+        base = f"{given:,.0f}/s" if given else "max"
         for lv in levels:
             lines.append(
                 _row(
-                    f"{lv['fraction']:.0%} of max",
+                    f"{lv['fraction']:.0%} of {base}",
                     _num(lv["achieved_rate"]),
                     lv["samples"],
                     _num(lv["p50_ms"], "{:.1f}"),

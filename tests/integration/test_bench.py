@@ -20,6 +20,7 @@ from tests.integration.worker import ROOT
 pytestmark = pytest.mark.integration
 
 SIZES = ["--leads", "2000", "--events", "20000", "--recovery-leads", "20000", "--latency-seconds", "3"]
+LATENCY_RATE = 8000  # the paced levels' base, given: 2,000, 4,000 and 6,000 events/s
 
 
 def _positive(section: dict[str, Any], *keys: str) -> None:
@@ -32,7 +33,7 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     env = {**os.environ, "LEADSCORE_BOOTSTRAP": bootstrap}
     env.pop("GLIBC_TUNABLES", None)  # the worker chooses its malloc tunables itself
     done = subprocess.run(
-        [sys.executable, "-m", "streams", "bench", *SIZES, "--out", str(tmp_path)],
+        [sys.executable, "-m", "streams", "bench", *SIZES, "--latency-rate", str(LATENCY_RATE), "--out", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -56,6 +57,7 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     )
     assert report["leadscore"]["heap_huge_pages"] is usable
     assert [level["fraction"] for level in report["latency"]["levels"]] == [0.25, 0.5, 0.75]
+    assert [level["target_rate"] for level in report["latency"]["levels"]] == [2000, 4000, 6000]
     for level in report["latency"]["levels"]:
         _positive(level, "achieved_rate", "samples", "p50_ms", "p95_ms", "p99_ms", "worker_cpu_us_per_event")
     assert [scaled["workers"] for scaled in report["scaling"]["runs"]] == [1, 2, 4]

@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from click.testing import CliRunner
 
 from scoring.engine import Scorer
 from scoring.events import EventKind
-from streams import bench_proc
+from streams import bench, bench_proc
 from streams.bench import PARTS, BenchOptions, Run, cpu_by_step, parse_skip, settings_of, source_digests_in
 from streams.bench_decay import decay_bench
 from streams.bench_input import JourneyStream, catch_up_input, latency_templates, partition_for, profile_records
@@ -317,6 +318,29 @@ def test_markdown() -> None:
     assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
     assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 |" in text
     assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text
+
+
+def test_markdown_names_a_given_latency_rate() -> None:
+    report = _report()
+    report["options"]["latency_rate"] = 68000.0
+    text = markdown(report)
+    assert "| 50% of 68,000/s | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 |" in text
+    assert "| 300 ms (at 50% of a given 68,000 events/s, not of the maximum) | no |" in text
+
+
+def test_the_latency_rate_option_reaches_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[BenchOptions] = []
+
+    def run(options: BenchOptions) -> tuple[dict[str, Any], list[Path], int]:
+        seen.append(options)
+        return _report(), [], 0
+
+    monkeypatch.setattr(bench, "run_bench", run)
+    result = CliRunner().invoke(bench.bench_command, ["--latency-rate", "68000", "--skip", "baseline"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].latency_rate == 68000.0
+    assert seen[0].to_json()["latency_rate"] == 68000.0
+    assert CliRunner().invoke(bench.bench_command, ["--latency-rate", "-1"]).exit_code == 2
 
 
 def test_cpu_by_step_divides_each_step_by_the_window_and_leaves_the_rest() -> None:

@@ -45,10 +45,12 @@ What it replaces, and why:
   RocksDB ``WriteBatch`` per batch) and send one changelog record per lead per batch on the
   lead's own partition, awaited until the broker has it (Faust's ``send_soon`` buffer is not
   fully drained by its commit), with the callback that keeps the store's persisted offset.
-- **Output sends.** :func:`send_keyed` sends MQL, nurture and identity messages with the same
-  batch API, one produce batch per partition (on the partition Kafka's default partitioner gives
-  the key, as every other producer of those topics), instead of one Faust ``Topic.send`` per
-  record (about 40 microseconds each), and waits for the broker.
+- **Output sends.** :func:`send_keyed` sends MQL, nurture and identity messages and the identity
+  agent's released events, and :func:`hand_over` dead letters, with the same batch API, one
+  produce batch per partition (on the partition Kafka's default partitioner gives the key, as
+  every other producer of those topics), instead of one Faust ``Topic.send`` per record (about
+  40 microseconds each). ``send_keyed`` waits for the broker; the dead-letter path awaits each
+  batch's answer itself, so that a refused batch is sent again and the others are not.
 - **Fencing a frozen worker's writes.** At-least-once mode has no producer fencing: a worker
   frozen past its session timeout (SIGSTOP, a long GC or VM pause) wakes up holding a batch of
   partitions the group has given to another worker, and its changelog records would land after

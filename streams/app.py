@@ -195,7 +195,7 @@ def create_app(settings: Settings) -> Service:
     register_monitoring(service)
     if settings.consumption == "batch":
         from agents.batch import score_batches, write_held_states
-        from streams.faust_internals import install_batch_consumer
+        from streams.faust_internals import Fetching, install_batch_consumer
 
         identities_topic, identity_batch = settings.topics.identities, service.identity_batch
         assert identity_batch is not None
@@ -223,11 +223,11 @@ def create_app(settings: Settings) -> Service:
             flush,
             settings.write_behind_s,
             settings.write_behind_min_lag,
-            settings.fetch_wait_ms,
+            Fetching(settings.fetch_wait_ms, settings.fetch_min_bytes),
             lambda tp: service.metrics.commit_stalls.labels(tp.topic).inc(),
         )
     else:
-        from streams.faust_internals import install_record_consumption
+        from streams.faust_internals import Fetching, install_record_consumption
 
-        install_record_consumption(app, settings.fetch_wait_ms)
+        install_record_consumption(app, Fetching(settings.fetch_wait_ms, settings.fetch_min_bytes))
     return service

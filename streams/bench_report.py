@@ -256,7 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
     levels = _get(report, "latency", "levels") or []
     if levels:
         header = ["event -> MQL", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "input p99 ms"]
-        header.append("worker CPU us/event")
+        header += ["worker CPU us/event", "worker CPU cores"]
         lines += ["", _row(*header), _row(*["---"] * len(header))]
         given = _given_rate(report)
         base = f"{given:,.0f}/s" if given else "max"
@@ -271,6 +271,7 @@ def markdown(report: dict[str, Any]) -> str:
                     _num(lv["p99_ms"], "{:.1f}"),
                     _num(lv.get("input_p99_ms"), "{:.1f}"),
                     _num(lv.get("worker_cpu_us_per_event"), "{:.1f}"),
+                    _num(lv.get("worker_cpu_share"), "{:.2f}"),
                 )
             )
     lines += ["", _row("target", "goal", "measured", "met"), _row("---", "---", "---", "---")]

@@ -122,7 +122,8 @@ What it replaces, and why:
   their end: that fetch then waits the full 1.5 s while the partitions the worker has just drained
   cannot be fetched from, and the next poll waits with it (stalls of 0.3-1.1 s in 6 of 7 runs of
   the benchmark's catch-up). :class:`FetchWaitThread` builds the consumer with the worker's
-  ``fetch_wait_ms`` instead (``LEADSCORE_FETCH_WAIT_MS``).
+  fetch wait instead (``LEADSCORE_FETCH_WAIT_MS``), and with its ``fetch.min.bytes``
+  (``LEADSCORE_FETCH_MIN_BYTES``, default 1 as Faust's).
 - **Consumer lag.** :func:`committed_offset`, :func:`highwater` and :func:`read_to_end` read
   what the consumer already knows, without a round trip to the broker (the decay clock holds
   back while a partition is not read to its end: ``scoring.decay.settle_clock``).
@@ -211,24 +212,32 @@ class CleanAssignmentConsumer(AIOKafkaConsumer):
         return False
 
 
+class Fetching(NamedTuple):
+    """How the broker answers the worker's fetches: after at most ``wait_ms``, or as soon as it
+    has ``min_bytes`` for them."""
+
+    wait_ms: int
+    min_bytes: int = 1
+
+
 class FetchWaitThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, whose aiokafka consumer waits at most its Faust consumer's
-    ``fetch_wait_ms`` for a fetch's data (Faust's own: 1,500 ms; see the module docstring)."""
+    """Faust's consumer thread, whose aiokafka consumer fetches as its Faust consumer's
+    ``fetching`` says (Faust's own wait: 1,500 ms; see the module docstring)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         client = super()._create_worker_consumer(transport)
         # Set on the BatchConsumer after it made this thread (Faust types it as any consumer).
-        wait_ms = getattr(self.consumer, "fetch_wait_ms", None)
-        if wait_ms is not None:
-            client._fetch_max_wait_ms = wait_ms  # read when ``start()`` builds the fetcher
+        fetching = getattr(self.consumer, "fetching", None)
+        if fetching is not None:  # read when ``start()`` builds the fetcher
+            client._fetch_max_wait_ms, client._fetch_min_bytes = fetching.wait_ms, fetching.min_bytes
         return client
 
 
 class BatchConsumer(CleanAssignmentConsumer):
     """A Faust consumer that hands whole fetched batches of chosen topics to a handler."""
 
-    # How long the broker may hold a fetch for data (``None``: Faust's 1,500 ms).
-    fetch_wait_ms: int | None = None
+    # How the broker answers fetches (``None``: Faust's, a wait of 1,500 ms).
+    fetching: Fetching | None = None
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
@@ -1029,19 +1038,19 @@ def install_batch_consumer(
     group_flush: GroupFlush | None = None,
     hold_s: float = 0.0,
     hold_min_lag: int = 5000,
-    fetch_wait_ms: int | None = None,
+    fetching: Fetching | None = None,
     on_commit_stall: Callable[[Any], None] | None = None,
 ) -> None:
     """Make ``app`` consume ``topics`` in batches through ``handler([(tp, records), ...], hold)``,
     the batches of one fetch grouped by ``group_of(tp)`` (default: each topic partition alone).
     With ``group_flush`` and ``hold_s`` > 0, a group catching up (a partition ``hold_min_lag``
     records behind) may hold its writes back for up to ``hold_s`` seconds (:data:`BatchHandler`).
-    ``fetch_wait_ms``: how long the broker may hold a fetch for data (``None``: Faust's 1,500 ms).
+    ``fetching``: how the broker answers fetches (``None``: Faust's, a wait of 1,500 ms).
     ``on_commit_stall(tp)``: called for each partition read again because its commit stalled."""
     batch_topics = frozenset(topics)
 
     def new_consumer() -> Any:
-        consumer = _new_consumer(app, fetch_wait_ms)
+        consumer = _new_consumer(app, fetching)
         consumer.batch_topics = batch_topics
         consumer.batch_handler = handler
         consumer.on_commit_stall = on_commit_stall
@@ -1055,14 +1064,14 @@ def install_batch_consumer(
     app._new_consumer = new_consumer
 
 
-def install_record_consumption(app: Any, fetch_wait_ms: int | None = None) -> None:
+def install_record_consumption(app: Any, fetching: Fetching | None = None) -> None:
     """Make ``app`` hand every record to its agents one by one, as stock Faust does, through the
     batch consumer's loop with no batch-scored topic: its stock path stops at a rebalance and
     reads the rest again, and each assignment starts with clean offset bookkeeping."""
-    app._new_consumer = lambda: _new_consumer(app, fetch_wait_ms)
+    app._new_consumer = lambda: _new_consumer(app, fetching)
 
 
-def _new_consumer(app: Any, fetch_wait_ms: int | None) -> BatchConsumer:
+def _new_consumer(app: Any, fetching: Fetching | None) -> BatchConsumer:
     """A batch consumer made the way Faust's ``App._new_consumer`` makes its own."""
     consumer = BatchConsumer(
         app.transport,
@@ -1072,7 +1081,7 @@ def _new_consumer(app: Any, fetch_wait_ms: int | None) -> BatchConsumer:
         beacon=app.beacon,
         loop=app.transport.loop,
     )
-    consumer.fetch_wait_ms = fetch_wait_ms
+    consumer.fetching = fetching
     _open_handovers_on_resume(app.flow_control, consumer)
     return consumer
 

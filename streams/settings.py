@@ -299,6 +299,11 @@ class Settings:
     # of partitions read to their end blocks the fetches of those just drained; see
     # streams/faust_internals.py). An idle worker sends one fetch per wait.
     fetch_wait_ms: int = 100
+    # The least data the broker gathers before it answers a fetch (or the fetch wait ends). 1:
+    # answer as soon as anything arrived, the lowest latency; every answer is a fetch request and
+    # response of every partition encoded and parsed in Python, so at a few thousand events/s
+    # a worker spends most of its CPU on fetches (README Speed, "Fetches at low rates").
+    fetch_min_bytes: int = 1
     # The most bytes of one produce batch (changelog, outputs): a catch-up poll's changelog for a
     # partition (about 2 MB) goes in a few batches, each a produce round trip (Faust's default,
     # 16 KiB, made 129). Keep it under the brokers' record-batch limit (message.max.bytes, 1 MiB by
@@ -409,6 +414,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *, topic_prefix: str
         max_poll_records=int(_number(env, "MAX_POLL_RECORDS", defaults.max_poll_records, 0)),
         fetch_bytes=int(_number(env, "FETCH_BYTES", defaults.fetch_bytes, 65536)),
         fetch_wait_ms=int(_number(env, "FETCH_WAIT_MS", defaults.fetch_wait_ms, 10)),
+        fetch_min_bytes=int(_number(env, "FETCH_MIN_BYTES", defaults.fetch_min_bytes, 1)),
         produce_batch_bytes=int(_number(env, "PRODUCE_BATCH_BYTES", defaults.produce_batch_bytes, 16384)),
         state_cache_per_partition=int(_number(env, "STATE_CACHE", defaults.state_cache_per_partition, 0)),
         write_behind_s=_number(env, "WRITE_BEHIND", defaults.write_behind_s, 0),

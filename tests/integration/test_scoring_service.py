@@ -19,11 +19,20 @@ def of(records: list[Received], topic: str) -> list[Received]:
     return [r for r in records if r.topic == topic]
 
 
-@pytest.mark.parametrize("consumption", ["batch", "agent"])
+# The last: fetches answered only when their wait ends (a journey is far below 1 MiB).
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"LEADSCORE_CONSUMPTION": "batch"},
+        {"LEADSCORE_CONSUMPTION": "agent"},
+        {"LEADSCORE_CONSUMPTION": "batch", "LEADSCORE_FETCH_MIN_BYTES": "1048576", "LEADSCORE_FETCH_WAIT_MS": "50"},
+    ],
+    ids=["batch", "agent", "batch-fetch-min-bytes"],
+)
 def test_a_journey_crossing_the_threshold_sends_exactly_one_mql_event(
-    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, consumption: str
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, settings: dict[str, str]
 ) -> None:
-    worker = worker_factory(LEADSCORE_CONSUMPTION=consumption)
+    worker = worker_factory(**settings)
     now = int(time.time() * 1000)
     run(produce(bootstrap, journey(names, "lead-a", now) + journey(names, "lead-b", now)[:2]))
     handoff = names + "mql-handoff"

@@ -277,6 +277,7 @@ def _report() -> dict[str, Any]:
                     "p95_ms": 9.0,
                     "p99_ms": p99,
                     "worker_cpu_us_per_event": 23.7,
+                    "worker_cpu_share": 0.8,
                 }
                 for f, p99 in ((0.25, 10.0), (0.5, 300.0), (0.75, 20.0))
             ]
@@ -316,7 +317,7 @@ def test_targets_are_reported_not_enforced() -> None:
 def test_markdown() -> None:
     text = markdown(_report())
     assert "| leadscore worker | 2,500 | 1.25 | 12.0 | 128 |" in text
-    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 |" in text
+    assert "| 50% of max | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 | 0.80 |" in text
     assert "| p99 event->MQL at 50% of max rate | < 250 ms | 300 ms | no |" in text
 
 
@@ -324,7 +325,7 @@ def test_markdown_names_a_given_latency_rate() -> None:
     report = _report()
     report["options"]["latency_rate"] = 68000.0
     text = markdown(report)
-    assert "| 50% of 68,000/s | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 |" in text
+    assert "| 50% of 68,000/s | 100 | 5 | 5.0 | 9.0 | 300.0 | n/a | 23.7 | 0.80 |" in text
     assert "| 300 ms (at 50% of a given 68,000 events/s, not of the maximum) | no |" in text
 
 

@@ -57,15 +57,33 @@ def test_a_bad_fetch_size_is_refused(raw: str) -> None:
         settings_from_env({"LEADSCORE_FETCH_BYTES": raw})
 
 
-def _fetch_wait_ms(env: dict[str, str]) -> int:
-    """The fetch wait of the aiokafka consumer a worker with ``env`` builds (not started)."""
+def _fetching(env: dict[str, str]) -> tuple[int, int]:
+    """The fetch wait and minimum bytes of the aiokafka consumer a worker with ``env`` builds
+    (not started)."""
     consumer = create_app(settings_from_env(env)).app._new_consumer()
 
-    async def build() -> int:  # aiokafka builds its clients in a running event loop
+    async def build() -> tuple[int, int]:  # aiokafka builds its clients in a running event loop
         client = consumer._thread._create_worker_consumer(consumer.transport)
-        return int(client._fetch_max_wait_ms)
+        return int(client._fetch_max_wait_ms), int(client._fetch_min_bytes)
 
     return asyncio.run(build())
+
+
+def _fetch_wait_ms(env: dict[str, str]) -> int:
+    return _fetching(env)[0]
+
+
+@pytest.mark.parametrize("consumption", ["batch", "agent"])
+def test_fetches_are_answered_as_soon_as_data_arrives_unless_set(consumption: str) -> None:
+    assert _fetching({"LEADSCORE_CONSUMPTION": consumption}) == (100, 1)
+    env = {"LEADSCORE_CONSUMPTION": consumption, "LEADSCORE_FETCH_MIN_BYTES": "65536", "LEADSCORE_FETCH_WAIT_MS": "10"}
+    assert _fetching(env) == (10, 65536)
+
+
+@pytest.mark.parametrize("raw", ["some", "0"])
+def test_a_bad_fetch_min_bytes_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="LEADSCORE_FETCH_MIN_BYTES"):
+        settings_from_env({"LEADSCORE_FETCH_MIN_BYTES": raw})
 
 
 @pytest.mark.parametrize("consumption", ["batch", "agent"])

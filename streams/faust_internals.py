@@ -1234,7 +1234,8 @@ async def hand_over(
     await producer.client._wait_on_metadata(topic)
     cluster = producer.client.cluster
     every = sorted(cluster.partitions_for_topic(topic))
-    available = sorted(cluster.available_partitions_for_topic(topic))
+    keyless = any(key is None for key, _ in records)  # only they go by the available partitions
+    available = sorted(cluster.available_partitions_for_topic(topic)) if keyless else every
     by_partition: dict[int, list[int]] = {}
     for index, (key, _) in enumerate(records):
         by_partition.setdefault(producer_partition(key, every, available), []).append(index)

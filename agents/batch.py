@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agents.dead_letters import DeadLetterBlocked
 from agents.output import apply_result, load_erased, load_states, send_outputs, write_unwritten
 from scoring.engine import BatchResult, InputRecord
+from scoring.events import EventKind
 from scoring.outputs import DeadLetter
 from streams.faust_internals import MembershipLost, ReadAgain
 from streams.time_sync import in_time_order
@@ -99,6 +100,19 @@ async def write_held_states(service: "Service", batches: Sequence[tuple[Any, Seq
         raise ReadAgain(f"writing held states failed: {type(exc).__name__}") from exc
 
 
+def _input_record(record: Any, kinds: dict[str, EventKind]) -> InputRecord:
+    """A fetched record of another form (a ``ConsumerRecord``) as the scoring core's input record."""
+    return InputRecord(
+        kinds.get(record.topic),
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.timestamp,
+    )
+
+
 def _read_again_if_forgotten(service: "Service", partition: int) -> None:
     """Raise :class:`ReadAgain` if the partition's held states were forgotten (by the decay path,
     or a write of an older generation's) since the consumer last heard."""
@@ -119,12 +133,9 @@ async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any
     newest_s = max(records[-1].timestamp for _, records in batches) / 1000
     metrics.fetch_delay.observe(max(time.time() - newest_s, 0.0))
     reading = time.thread_time()
-    if len(batches) == 1:
-        kind = kinds.get(batches[0][0].topic)
-        inputs = [InputRecord(kind, r.topic, r.partition, r.offset, r.key, r.value) for r in batches[0][1]]
-    else:  # the topics' records in time order (the consumer cut them at a common time)
-        ordered = in_time_order(records for _, records in batches)
-        inputs = [InputRecord(kinds.get(r.topic), r.topic, r.partition, r.offset, r.key, r.value) for r in ordered]
+    # The consumer fetches inbound records as input records (streams.faust_internals.InputRecordsOf).
+    ordered = batches[0][1] if len(batches) == 1 else in_time_order(records for _, records in batches)
+    inputs = [r if type(r) is InputRecord else _input_record(r, kinds) for r in ordered]
     keys = {r.key for r in inputs if isinstance(r.key, bytes)}
     states = load_states(service, partition, keys)
     previous = {lead_id: state.stage.value for lead_id, state in states.items()}

@@ -32,7 +32,8 @@ _insort: Final = insort
 @dataclass(slots=True, init=False)
 class InputRecord:
     """One raw record of an inbound topic; ``kind`` is ``None`` for a topic we do not know. Not
-    changed once built.
+    changed once built. ``timestamp`` is the record's own time (ms since the epoch, -1 unknown),
+    which orders the records of several topics; scoring reads the event's ``occurred_at`` instead.
 
     A slotted class with its constructor written out (``init=False``): compiled, building one and
     reading its fields are native code (a named tuple's ``__new__`` runs as interpreted Python, and
@@ -45,9 +46,17 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int
 
     def __init__(
-        self, kind: EventKind | None, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        kind: EventKind | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int = -1,
     ) -> None:
         self.kind = kind
         self.topic = topic
@@ -55,6 +64,7 @@ class InputRecord:
         self.offset = offset
         self.key = key
         self.value = value
+        self.timestamp = timestamp
 
 
 class Erased(NamedTuple):

@@ -225,6 +225,7 @@ def create_app(settings: Settings) -> Service:
             settings.write_behind_min_lag,
             Fetching(settings.fetch_wait_ms, settings.fetch_min_bytes),
             lambda tp: service.metrics.commit_stalls.labels(tp.topic).inc(),
+            record_kinds=service.topic_kinds,
         )
     else:
         from streams.faust_internals import Fetching, install_record_consumption

@@ -10,6 +10,7 @@ import orjson
 from scoring.engine import InputRecord, Scorer
 from scoring.events import EventKind
 from scoring.partitioner import key_partition
+from scoring.state import LeadState
 from scoring.timeutil import parse_rfc3339_ms
 from streams.clock import Clock
 from tests.integration.kafka import (
@@ -22,6 +23,7 @@ from tests.integration.kafka import (
     run,
     same_partition_leads,
 )
+from tests.integration.waits import counts, wait_for_lead, wait_until
 from tests.integration.worker import WorkerProcess
 
 PARTITIONS = 4  # the worker_factory's
@@ -30,16 +32,21 @@ FILLER_LEADS = 500
 FILLER_PER_LEAD = 20  # 10,000 visits before the lead's saving event, as many after it
 
 
-def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> int:
-    """When the journey's lead falls back below the nurture threshold with no further event."""
+def journey_state(scorer: Scorer, messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> LeadState:
+    """The journey's lead as the scorer leaves it after the journey's events."""
     kinds = {topic: EventKind(kind) for kind, topic in TOPICS.items()}
     records = [
         InputRecord(kinds[topic.rsplit(".", 1)[-1]], topic, 0, i, key, value)
         for i, (topic, key, value) in enumerate(messages)
     ]
-    state = scorer.process_batch(records, {}, at_ms).states["lead-x"]
-    assert state.due_at is not None
-    return state.due_at
+    return scorer.process_batch(records, {}, at_ms).states["lead-x"]
+
+
+def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, bytes | None]], at_ms: int) -> int:
+    """When the journey's lead falls back below the nurture threshold with no further event."""
+    due = journey_state(scorer, messages, at_ms).due_at
+    assert due is not None
+    return due
 
 
 def visit(names: str, lead: str, event_id: str, occurred_ms: int, path: str) -> tuple[str, bytes, bytes]:
@@ -105,3 +112,67 @@ def test_a_catching_up_worker_settles_no_lead_before_the_events_that_kept_it_qua
     partition = f'partition="{key_partition(b"lead-x", PARTITIONS)}"'
     assert worker.metric("leadscore_decay_clock_behind_seconds", partition) == 0
     assert worker.stop(signal.SIGTERM) == 0
+
+
+def test_a_lead_settled_while_its_partition_holds_its_writes_survives_a_kill_minus_nine(
+    worker_factory: Callable[..., WorkerProcess], bootstrap: str, names: str, scorer: Scorer
+) -> None:
+    # A backlog long enough that the lead's partition holds its state writes back while it catches
+    # up (write-behind), read while the decay clock passes the lead's due time: the decay tick
+    # writes the lead it settles while the partition's other states wait for their batches'
+    # flush. A SIGKILL as soon as the nurture event is out, then a restart on the same data: the
+    # lead is nurtured once (sent again only under the same event id), qualifies under no new
+    # crossing, and its state counts each of its events once.
+    epoch = int(time.time() * 1000) - 150_000
+    clock = Clock(SPEED, epoch)
+    env = {
+        "LEADSCORE_CLOCK_SPEED": str(SPEED),
+        "LEADSCORE_CLOCK_EPOCH_MS": str(epoch),
+        "LEADSCORE_TICK_INTERVAL": "0.05",
+        "LEADSCORE_FETCH_BYTES": "65536",
+        "LEADSCORE_WRITE_BEHIND": "30",
+    }
+    worker_factory(0, **env).stop()  # declares the topics with their partitions
+
+    def wall(service_ms: int) -> int:
+        return int(epoch + (service_ms - epoch) / SPEED)
+
+    qualifying = journey(names, "lead-x", epoch)
+    due = due_after_journey(scorer, qualifying, epoch)
+    end = clock.at(epoch + 140_000)
+    assert epoch < due < end  # the lead falls due in the middle of the backlog
+    backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch)) for t, k, v in qualifying]
+    fillers = same_partition_leads("lead-x", FILLER_LEADS, PARTITIONS)
+    steps = 2 * FILLER_PER_LEAD * len(fillers)
+    for n in range(steps):
+        at = epoch + (end - epoch) * (n + 1) // (steps + 1)
+        lead = fillers[n % len(fillers)]
+        backlog.append((*visit(names, lead, f"{lead}-{n}", at, "/blog/post"), wall(at)))
+    run(produce_timed(bootstrap, backlog))
+    topics = [names + "mql-handoff", names + "lead-nurture"]
+
+    def of_lead(records: list[Received], topic: str) -> list[dict[str, object]]:
+        return [r.json() for r in records if r.topic == topic and r.key == b"lead-x"]
+
+    worker = worker_factory(0, **env)
+    run(read_until(bootstrap, topics, lambda r: bool(of_lead(r, topics[1])), timeout_s=120))
+    held = worker.metric("leadscore_state_writes_held_total")
+    worker.stop(signal.SIGKILL)
+    assert held > 0, "the partition did not hold its writes back while it caught up"
+
+    restarted = worker_factory(0, **env)
+    partition = f'partition="{key_partition(b"lead-x", PARTITIONS)}"'
+    wait_until(
+        lambda: restarted.metric("leadscore_decay_clock_behind_seconds", partition) == 0,
+        "the restarted worker to read the lead's partition to its end",
+        restarted,
+        timeout_s=120,
+    )
+    records = run(read_until(bootstrap, topics, lambda r: bool(of_lead(r, topics[1])), timeout_s=30, settle_s=3))
+    mqls, nurtures = of_lead(records, topics[0]), of_lead(records, topics[1])
+    assert {(m["event_id"], m["crossing"]) for m in mqls} == {(mqls[0]["event_id"], 1)}
+    assert {(n["event_id"], n["crossing"], n["reason"]) for n in nurtures} == {(nurtures[0]["event_id"], 1, "decay")}
+    lead = wait_for_lead(restarted, "lead-x", lambda body: body.get("stage") == "nurture")
+    assert (lead["stage"], lead["crossings"]) == ("nurture", 1)
+    assert counts(lead) == journey_state(scorer, qualifying, epoch).counts  # none counted twice
+    assert restarted.stop(signal.SIGTERM) == 0

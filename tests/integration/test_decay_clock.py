@@ -172,7 +172,7 @@ def test_a_lead_settled_while_its_partition_holds_its_writes_survives_a_kill_min
     mqls, nurtures = of_lead(records, topics[0]), of_lead(records, topics[1])
     assert {(m["event_id"], m["crossing"]) for m in mqls} == {(mqls[0]["event_id"], 1)}
     assert {(n["event_id"], n["crossing"], n["reason"]) for n in nurtures} == {(nurtures[0]["event_id"], 1, "decay")}
-    lead = wait_for_lead(restarted, "lead-x", lambda body: body.get("stage") == "nurture")
-    assert (lead["stage"], lead["crossings"]) == ("nurture", 1)
-    assert counts(lead) == journey_state(scorer, qualifying, epoch).counts  # none counted twice
+    view = wait_for_lead(restarted, "lead-x", lambda body: body.get("stage") == "nurture")
+    assert (view["stage"], view["crossings"]) == ("nurture", 1)
+    assert counts(view) == journey_state(scorer, qualifying, epoch).counts  # none counted twice
     assert restarted.stop(signal.SIGTERM) == 0

@@ -327,6 +327,10 @@ class BatchConsumer(CleanAssignmentConsumer):
     # The assignment the members of each group were listed from, and that list.
     _members: tuple[Any, Mapping[Hashable, Sequence[Any]]] | None = None
     last_loop_at: float | None = None
+    # The commit started by the poll loop in the background (:meth:`_commit_behind`), and the
+    # crash a failed one started.
+    _commit_task: "asyncio.Future[bool] | None" = None
+    _commit_crash: "asyncio.Future[None] | None" = None
     # Stalled commits: how long before a partition is read again, the committed offset each
     # watched partition had when first seen (and when) in a group generation, the next look, and
     # who to tell.
@@ -349,9 +353,37 @@ class BatchConsumer(CleanAssignmentConsumer):
         """Faust calls this when partitions are revoked, before the group moves them, and when the
         worker stops: the batch under way finishes first and every held write is made (then
         acked, and Faust commits), so the states are in the changelog before the next owner
-        recovers them, and no late write from here can overwrite the next owner's."""
+        recovers them, and no late write from here can overwrite the next owner's. A commit
+        under way finishes first too: Faust's next commit would otherwise wait for it and then
+        return without committing the offsets acked since it began."""
         await self._flush_unwritten(self.app.consumer_generation_id, every=True)
+        await self._commit_finished()
         await super().wait_empty()
+
+    def _commit_idle(self) -> bool:
+        return self._commit_task is None or self._commit_task.done()
+
+    def _commit_behind(self) -> None:
+        """Commit the acked offsets without holding up the poll loop, as Faust's periodic commit
+        does (one commit at a time). Faust's own loop awaits a commit every ``broker_commit_every``
+        acks: a flush of the producer and a round trip to the broker, 12-16 ms of a poll loop
+        whose cycles take 20-25 ms at 40,000 events/s (measured), so every few polls one took half
+        as long again."""
+        task = self._commit_task = asyncio.ensure_future(self.commit())
+        task.add_done_callback(self._commit_done)
+
+    def _commit_done(self, task: "asyncio.Future[bool]") -> None:
+        """A commit in the background that failed crashes the consumer, as an awaited one did."""
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        logger.error("offset commit failed: %r", error)
+        self._commit_crash = asyncio.ensure_future(self.crash(error))
+
+    async def _commit_finished(self) -> None:
+        task = self._commit_task
+        if task is not None and not task.done():
+            await asyncio.wait([task])  # its failure is _commit_done's
 
     async def _drain_messages(self, fetcher: Any) -> None:
         read_offset = self._read_offset
@@ -410,9 +442,9 @@ class BatchConsumer(CleanAssignmentConsumer):
                     scored = self._synchronize(scored, generation)
                 if scored:
                     await self._score_fetched(scored, generation)
-                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                if self._commit_every is not None and self._n_acked >= self._commit_every and self._commit_idle():
                     self._n_acked = 0
-                    await self.commit()
+                    self._commit_behind()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

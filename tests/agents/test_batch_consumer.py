@@ -667,3 +667,82 @@ def test_held_offsets_and_fetched_records_are_acked_alike_from_the_committed_off
     assert c._acked[visits0] == [8, 9, 10, 11]
     assert c._n_acked == 4
     assert list(OffsetsOnly([6, 7])) == [HeldOffset(6), HeldOffset(7)]
+
+
+def committing_consumer(commit: Any) -> Any:
+    """A batch consumer whose ``commit`` is ``commit`` and whose crash is recorded."""
+    c = consumer(None)
+    c.commit = commit
+    c.crash_reasons = []
+
+    async def crash(reason: BaseException) -> None:
+        c.crash_reasons.append(reason)
+
+    c.crash = crash
+    return c
+
+
+async def test_the_poll_loop_s_commit_runs_behind_it_one_at_a_time() -> None:
+    release, began = asyncio.Event(), []
+
+    async def commit() -> bool:
+        began.append(True)
+        await release.wait()
+        return True
+
+    c = committing_consumer(commit)
+    assert c._commit_idle()
+    c._commit_behind()  # returns at once: the loop polls on while the broker answers
+    await asyncio.sleep(0)
+    assert began == [True]
+    assert not c._commit_idle()  # the loop starts no second one meanwhile
+    release.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert c._commit_idle()
+    assert c.crash_reasons == []
+
+
+async def test_a_commit_under_way_finishes_before_the_revocation_s_or_the_stop_s_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's commit after wait_empty would wait for one under way, then return without
+    # committing the offsets acked since it began.
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def commit() -> bool:
+        await release.wait()
+        order.append("background commit done")
+        return True
+
+    async def faust_wait_empty(self: Any) -> None:
+        order.append("Faust's wait_empty")
+
+    async def flush_unwritten(generation: int, every: bool = False) -> None:
+        order.append("held writes flushed")
+
+    monkeypatch.setattr(FaustConsumer, "wait_empty", faust_wait_empty)
+    c = committing_consumer(commit)
+    c._flush_unwritten = flush_unwritten
+    c._commit_behind()
+    waiting = asyncio.ensure_future(c.wait_empty())
+    await asyncio.sleep(0.01)
+    assert order == ["held writes flushed"]  # and waiting for the commit
+    release.set()
+    await waiting
+    assert order == ["held writes flushed", "background commit done", "Faust's wait_empty"]
+
+
+async def test_a_commit_that_fails_behind_the_loop_crashes_the_consumer(caplog: pytest.LogCaptureFixture) -> None:
+    error = RuntimeError("coordinator gone")
+
+    async def commit() -> bool:
+        raise error
+
+    c = committing_consumer(commit)
+    c._commit_behind()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert c.crash_reasons == [error]
+    assert "offset commit failed" in caplog.text

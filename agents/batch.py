@@ -138,7 +138,7 @@ async def _score(service: "Service", partition: int, batches: Sequence[tuple[Any
     inputs = [r if type(r) is InputRecord else _input_record(r, kinds) for r in ordered]
     keys = {r.key for r in inputs if isinstance(r.key, bytes)}
     states = load_states(service, partition, keys)
-    previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    previous: dict[str, str] = {lead_id: state.stage for lead_id, state in states.items()}
     erased = load_erased(service, partition, keys)
     scoring = time.thread_time()
     started = time.perf_counter()

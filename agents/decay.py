@@ -48,7 +48,7 @@ async def expire_due(service: "Service", partition: int, now_ms: int) -> None:
         return
     reading = time.thread_time()
     states = load_states(service, partition, [lead_id.encode() for lead_id in due])
-    previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    previous: dict[str, str] = {lead_id: state.stage for lead_id, state in states.items()}
     scoring = time.thread_time()
     result = service.scorer.expire_due(states.values(), clock)
     service.metrics.cpu_score.inc(time.thread_time() - scoring)

@@ -85,23 +85,28 @@ def record_states(
     caches them and updates the due index and stage counts."""
     items: list[tuple[bytes, LeadState | None]] = []
     cache = service.state_cache(partition)
+    moves: dict[str, int] = {}  # leads in (+) and out (-) of each stage
     for lead_id in result.deleted:  # erased: a tombstone (a lead started afresh is written after it)
         key = lead_id.encode()
         items.append((key, None))
         cache.pop(key, None)
         service.due.schedule(partition, lead_id, None)
-        if lead_id not in result.states:
-            service.count_stage(previous_stages.get(lead_id), None)
+        gone = previous_stages.get(lead_id)
+        if gone is not None and lead_id not in result.states:
+            moves[gone] = moves.get(gone, 0) - 1
     for lead_id, state in result.states.items():
         state.partition = partition
         key = lead_id.encode()
         items.append((key, state))
         cache.pop(key, None)  # to the end: the most recently written (the cache drops from the front)
         cache[key] = state
-        before, after = previous_stages.get(lead_id), state.stage.value
-        if before != after:  # most writes keep the stage: no count or gauge to touch
-            service.count_stage(before, after)
-        service.due.schedule(partition, lead_id, state.due_at if state.stage is Stage.MQL else None)
+        before, after = previous_stages.get(lead_id), state.stage  # a Stage is its value, a str
+        if before != after:  # most writes keep the stage
+            if before is not None:
+                moves[before] = moves.get(before, 0) - 1
+            moves[after] = moves.get(after, 0) + 1
+        service.due.schedule(partition, lead_id, state.due_at if after is Stage.MQL else None)
+    service.count_stages(moves)
     service.metrics.due_leads.set(len(service.due))
     return items
 

@@ -23,7 +23,7 @@ async def score_record(service: "Service", message: Any) -> None:
     record = InputRecord(kind, message.topic, message.partition, message.offset, message.key, message.value)
     keys = [message.key] if isinstance(message.key, bytes) else []
     states = load_states(service, message.partition, keys)
-    previous = {lead_id: state.stage.value for lead_id, state in states.items()}
+    previous: dict[str, str] = {lead_id: state.stage for lead_id, state in states.items()}
     erased = load_erased(service, message.partition, keys)
     scoring = time.thread_time()
     started = time.perf_counter()

@@ -123,15 +123,13 @@ class Service:
         kind = self.topic_kinds.get(topic)
         self.metrics.events_consumed.labels(topic, kind.value if kind else "unknown").inc(records)
 
-    def count_stage(self, old: str | None, new: str | None) -> None:
-        """Track leads per stage as states are written (``new`` is None for an erased lead)."""
-        if old is not None:
-            self.stage_counts[old] -= 1
-            self.metrics.leads.labels(old).set(self.stage_counts[old])
-        if new is None:
-            return
-        self.stage_counts[new] += 1
-        self.metrics.leads.labels(new).set(self.stage_counts[new])
+    def count_stages(self, moves: dict[str, int]) -> None:
+        """Track leads per stage as states are written: ``moves`` holds each stage's change in
+        leads (one gauge update per stage a batch moved leads in or out of, not per lead)."""
+        for stage, change in moves.items():
+            if change:
+                self.stage_counts[stage] += change
+                self.metrics.leads.labels(stage).set(self.stage_counts[stage])
 
 
 def create_app(settings: Settings) -> Service:

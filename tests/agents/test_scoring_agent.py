@@ -106,3 +106,28 @@ async def test_scoring_agent_dead_letters_a_record_from_an_unknown_topic(service
     assert (topic, key) == (service.settings.topics.dead_letters, b"L1")
     assert headers == [("leadscore-reason", b"unknown_topic")]
     assert b"L1" not in service.leads.data.data
+
+
+def test_leads_per_stage_follow_the_states_written_and_the_leads_erased(service: Service) -> None:
+    from scoring.engine import BatchResult
+    from scoring.state import LeadState, Stage
+
+    def gauges() -> dict[str, float]:
+        return {stage.value: service.metrics.leads.labels(stage.value)._value.get() for stage in Stage}
+
+    first = BatchResult()
+    first.states.update(
+        {"L1": LeadState("L1", stage=Stage.MQL), "L2": LeadState("L2"), "L3": LeadState("L3", stage=Stage.MQL)}
+    )
+    output.record_states(service, first, 0, {})  # three new leads
+    expected = {"lead": 1, "mql": 2, "nurture": 0, "sal": 0, "sql": 0, "customer": 0}
+    assert service.stage_counts == expected
+    assert gauges() == expected
+
+    second = BatchResult()
+    second.states.update({"L1": LeadState("L1", stage=Stage.NURTURE), "L2": LeadState("L2"), "L4": LeadState("L4")})
+    second.deleted.add("L3")  # erased
+    output.record_states(service, second, 0, {"L1": Stage.MQL, "L2": Stage.LEAD, "L3": Stage.MQL})
+    expected = {"lead": 2, "mql": 0, "nurture": 1, "sal": 0, "sql": 0, "customer": 0}
+    assert service.stage_counts == expected
+    assert gauges() == expected

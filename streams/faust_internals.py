@@ -133,6 +133,11 @@ What it replaces, and why:
   records as input records directly (offset, key, value and timestamp; their headers, checksum
   and sizes are not kept, nothing reads them). Every other topic's records, and every other
   consumer's, are built by aiokafka's own method.
+- **The poll loop's commit.** Faust's drain loop awaits a commit every ``broker_commit_every``
+  acks: a flush of the producer and a round trip to the broker (12-16 ms at 40,000 events/s,
+  in cycles of 25 ms). :meth:`BatchConsumer._commit_behind` starts it and polls on, one commit at
+  a time as Faust's periodic commit runs; :meth:`BatchConsumer.wait_empty` lets one under way
+  finish before a revocation's or a stop's own commit.
 - **Consumer lag.** :func:`committed_offset`, :func:`highwater` and :func:`read_to_end` read
   what the consumer already knows, without a round trip to the broker (the decay clock holds
   back while a partition is not read to its end: ``scoring.decay.settle_clock``).

@@ -49,6 +49,23 @@ def due_after_journey(scorer: Scorer, messages: list[tuple[str, bytes | None, by
     return due
 
 
+def outage_settings(epoch: int, **more: str) -> dict[str, str]:
+    """A worker whose service clock runs SPEED times the wall clock from ``epoch``, with decay ticks
+    every 50 ms and small fetches (a backlog is read in many polls)."""
+    return {
+        "LEADSCORE_CLOCK_SPEED": str(SPEED),
+        "LEADSCORE_CLOCK_EPOCH_MS": str(epoch),
+        "LEADSCORE_TICK_INTERVAL": "0.05",
+        "LEADSCORE_FETCH_BYTES": "65536",
+        **more,
+    }
+
+
+def wall(epoch: int, service_ms: int) -> int:
+    """The wall instant at which the service clock of :func:`outage_settings` reads ``service_ms``."""
+    return int(epoch + (service_ms - epoch) / SPEED)
+
+
 def visit(names: str, lead: str, event_id: str, occurred_ms: int, path: str) -> tuple[str, bytes, bytes]:
     value = {"event_id": event_id, "lead_id": lead, "occurred_at": occurred_ms, "url": f"https://www.example.com{path}"}
     return names + TOPICS["web_visit"], lead.encode(), orjson.dumps(value)
@@ -64,31 +81,22 @@ def test_a_catching_up_worker_settles_no_lead_before_the_events_that_kept_it_qua
     # wall clock would return the lead to nurture at its old due time.
     epoch = int(time.time() * 1000) - 150_000
     clock = Clock(SPEED, epoch)
-    env = {
-        "LEADSCORE_CLOCK_SPEED": str(SPEED),
-        "LEADSCORE_CLOCK_EPOCH_MS": str(epoch),
-        "LEADSCORE_TICK_INTERVAL": "0.05",
-        "LEADSCORE_FETCH_BYTES": "65536",
-    }
+    env = outage_settings(epoch)
     worker_factory(0, **env).stop()  # declares the topics with their partitions, then "goes down"
-
-    def wall(service_ms: int) -> int:  # the wall instant at which the service clock reads service_ms
-        return int(epoch + (service_ms - epoch) / SPEED)
-
     qualifying = journey(names, "lead-x", epoch)
     due = due_after_journey(scorer, qualifying, epoch)
     saving_at = due - 3 * 86_400_000  # three days before it would have fallen
-    assert wall(due) < epoch + 120_000  # the wall clock is past the due time before the restart
-    backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch)) for t, k, v in qualifying]
+    assert wall(epoch, due) < epoch + 120_000  # the wall clock is past the due time before the restart
+    backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch, epoch)) for t, k, v in qualifying]
     fillers = same_partition_leads("lead-x", FILLER_LEADS, PARTITIONS)
     for half, (start, end) in enumerate([(epoch, saving_at), (saving_at, clock.at(epoch + 140_000))]):
         if half == 1:
-            backlog.append((*visit(names, "lead-x", "lead-x-saving", saving_at, "/pricing"), wall(saving_at)))
+            backlog.append((*visit(names, "lead-x", "lead-x-saving", saving_at, "/pricing"), wall(epoch, saving_at)))
         steps = FILLER_PER_LEAD * len(fillers)
         for n in range(steps):
             at = start + (end - start) * (n + 1) // (steps + 1)
             lead = fillers[n % len(fillers)]
-            backlog.append((*visit(names, lead, f"{lead}-{half}-{n}", at, "/blog/post"), wall(at)))
+            backlog.append((*visit(names, lead, f"{lead}-{half}-{n}", at, "/blog/post"), wall(epoch, at)))
     run(produce_timed(bootstrap, backlog))
 
     worker = worker_factory(0, **env)
@@ -125,29 +133,19 @@ def test_a_lead_settled_while_its_partition_holds_its_writes_survives_a_kill_min
     # crossing, and its state counts each of its events once.
     epoch = int(time.time() * 1000) - 150_000
     clock = Clock(SPEED, epoch)
-    env = {
-        "LEADSCORE_CLOCK_SPEED": str(SPEED),
-        "LEADSCORE_CLOCK_EPOCH_MS": str(epoch),
-        "LEADSCORE_TICK_INTERVAL": "0.05",
-        "LEADSCORE_FETCH_BYTES": "65536",
-        "LEADSCORE_WRITE_BEHIND": "30",
-    }
+    env = outage_settings(epoch, LEADSCORE_WRITE_BEHIND="30")
     worker_factory(0, **env).stop()  # declares the topics with their partitions
-
-    def wall(service_ms: int) -> int:
-        return int(epoch + (service_ms - epoch) / SPEED)
-
     qualifying = journey(names, "lead-x", epoch)
     due = due_after_journey(scorer, qualifying, epoch)
     end = clock.at(epoch + 140_000)
     assert epoch < due < end  # the lead falls due in the middle of the backlog
-    backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch)) for t, k, v in qualifying]
+    backlog: list[Timed] = [(t, k or b"", v or b"", wall(epoch, epoch)) for t, k, v in qualifying]
     fillers = same_partition_leads("lead-x", FILLER_LEADS, PARTITIONS)
     steps = 2 * FILLER_PER_LEAD * len(fillers)
     for n in range(steps):
         at = epoch + (end - epoch) * (n + 1) // (steps + 1)
         lead = fillers[n % len(fillers)]
-        backlog.append((*visit(names, lead, f"{lead}-{n}", at, "/blog/post"), wall(at)))
+        backlog.append((*visit(names, lead, f"{lead}-{n}", at, "/blog/post"), wall(epoch, at)))
     run(produce_timed(bootstrap, backlog))
     topics = [names + "mql-handoff", names + "lead-nurture"]
 

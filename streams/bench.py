@@ -10,7 +10,9 @@ Parts (each can be skipped with ``--skip``):
   the same worker, after it caught up; needs ``leadscore``);
 - ``scaling``: 1, 2 and 4 workers of a new consumer group on the same input;
 - ``core``: the scoring core alone on the same input, in-process, without Kafka: the CPU per event
-  of scoring and of encoding the changed states, and the states' size (``streams.bench_core``);
+  of scoring and of encoding the changed states, and the states' size (``streams.bench_core``),
+  and of reading the records from Kafka-format record batches: with the worker's and the baseline's
+  parts, the floor of one worker process (``streams.bench_floor``);
 - ``recovery``: a table of ``--recovery-leads`` leads built from one profile event each, the worker
   SIGKILLed and restarted with its data dir (time to ready, split into the group's wait for the dead
   member's session and the restore), then stopped cleanly and started on a fresh data dir (a full
@@ -580,16 +582,19 @@ def _restart(worker: Any, stop_with: int) -> dict[str, Any]:
 
 
 def part_core(ctx: Context) -> None:
-    """The scoring core alone, in-process, on the run's input."""
+    """The scoring core alone, and reading the records, in-process, on the run's input."""
     from scoring.engine import Scorer
     from scoring.rules import parse_rules
     from streams.bench_core import core_bench, input_kinds, partition_batches, summary_line
+    from streams.bench_floor import read_cost
 
     settings = settings_of(ctx.run.env("main"))
     scorer = Scorer(parse_rules(settings.rules_text(), str(settings.rules_file)))
-    batches = partition_batches(ctx.records, input_kinds(settings.topics), settings.partitions)
+    kinds = input_kinds(settings.topics)
+    batches = partition_batches(ctx.records, kinds, settings.partitions)
     _say(f"core: scoring {sum(len(b) for b in batches):,} events in-process")
     result = core_bench(scorer, batches, int(time.time() * 1000))
+    result["read_us_per_event"] = read_cost(batches, kinds)["read_us_per_event"]
     ctx.report["core"] = result
     _say(f"core: {summary_line(result)}")
 

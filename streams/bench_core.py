@@ -29,13 +29,16 @@ BATCH_RECORDS = 5000
 def partition_batches(
     records: Sequence[Any], kinds: dict[str, EventKind], partitions: int, batch: int = BATCH_RECORDS
 ) -> list[list[InputRecord]]:
-    """The input's records as the core's input records, split by partition (Kafka's default
-    partitioner), in batches of up to ``batch`` records, the partitions taken in turn."""
+    """The input's records as the core's input records (with their timestamps), split by partition
+    (Kafka's default partitioner), in batches of up to ``batch`` records, the partitions taken in turn."""
     by_partition: list[list[InputRecord]] = [[] for _ in range(partitions)]
     for record in records:
         partition = partition_for(record.key, partitions)
         rows = by_partition[partition]
-        rows.append(InputRecord(kinds.get(record.topic), record.topic, partition, len(rows), record.key, record.value))
+        stamp = -1 if record.timestamp_ms is None else record.timestamp_ms
+        rows.append(
+            InputRecord(kinds.get(record.topic), record.topic, partition, len(rows), record.key, record.value, stamp)
+        )
     batches: list[list[InputRecord]] = []
     for start in range(0, max((len(rows) for rows in by_partition), default=0), batch):
         batches += [rows[start : start + batch] for rows in by_partition if rows[start : start + batch]]

@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from streams.bench_floor import floor, floor_line
+
 PACKAGES = ("faust-streaming", "aiokafka", "orjson", "rocksdict", "uvloop", "matplotlib")
 
 
@@ -138,6 +140,7 @@ def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, reported, never enforced."""
     ratio = _get(report, "leadscore", "ratio_to_baseline")
     cpu = _get(report, "leadscore", "cpu_us_per_event")
+    least = floor(report)
     half = _level(report, 0.5)
     p99 = None if half is None else float(half["p99_ms"])
     given = _given_rate(report)
@@ -152,7 +155,13 @@ def targets(report: dict[str, Any]) -> list[Target]:
     scale = runs[4]["events_per_s"] / runs[1]["events_per_s"] if 1 in runs and 4 in runs else None
     fmt = "{:.2f}x"
     return [
-        Target("events/s vs baseline", ">= 1.0x (stretch 1.5x)", _show(ratio, fmt), _check(ratio, (ratio or 0) >= 1.0)),
+        Target(
+            "events/s vs baseline",
+            ">= 1.0x (stretch 1.5x)",
+            _show(ratio, fmt)
+            + ("" if least is None else f" (one process's floor allows at most {least['max_ratio_to_baseline']:.2f}x)"),
+            _check(ratio, (ratio or 0) >= 1.0),
+        ),
         Target("worker CPU per event", "<= 17 us", _show(cpu, "{:.1f} us"), _check(cpu, (cpu or 1e9) <= 17)),
         Target(
             "p99 event->MQL at 50% of max rate",
@@ -316,6 +325,9 @@ def _other_lines(report: dict[str, Any]) -> list[str]:
         from streams.bench_core import summary_line
 
         lines.append(f"- {summary_line(core)}")
+    least = floor(report)
+    if least:
+        lines.append(f"- {floor_line(least)}")
     rec = report.get("recovery")
     if rec and "fresh_data_dir" in rec:
         same, fresh = rec["same_data_dir"], rec["fresh_data_dir"]

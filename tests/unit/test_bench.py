@@ -365,3 +365,31 @@ def test_markdown_gives_the_cpu_by_step() -> None:
     text = markdown(report)
     assert "scoring core 5.0 us, reading the batch and its states 1.0, encoding the changed states 2.0" in text
     assert "the rest (Kafka clients, event loop, Faust) 3.5" in text
+
+
+def test_markdown_gives_the_floor_of_one_worker_process() -> None:
+    report = _report()
+    report["leadscore"]["cpu_us_per_event_by_step"] = {"read": 1, "score": 5, "encode": 2, "store": 0.5, "rest": 3.5}
+    assert "floor of one worker process" not in markdown(report)  # no core part
+    report["core"] = {
+        "events": 100,
+        "leads": 10,
+        "batch_records": 50,
+        "compiled": True,
+        "score_us_per_event": 4.0,
+        "encode_us_per_event": 2.0,
+        "encode_us_per_state": 5.0,
+        "states_per_event": 0.4,
+        "mean_written_bytes": 900.0,
+        "mean_state_bytes": 1000.0,
+        "mean_state_objects": 90.0,
+        "read_us_per_event": 0.5,
+    }
+    text = markdown(report)
+    # 0.5 + 4.0 + 5.0 x 0.2 changelog records per event + 0.5 = 6.0 us; the baseline's 5.0 us / 6.0
+    assert (
+        "floor of one worker process (reading its records 0.5 us, scoring 4.0, encoding the states it writes 1.0, "
+        in text
+    )
+    assert "RocksDB 0.5; every other cost taken as free): 6.0 us/event, so at most 0.83x" in text
+    assert "the worker took 2.00x its floor" in text

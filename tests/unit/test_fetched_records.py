@@ -4,15 +4,13 @@
 import asyncio
 from typing import Any
 
-from aiokafka.consumer.fetcher import PartitionRecords
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from scoring.engine import InputRecord
 from scoring.events import EventKind
 from streams.app import create_app
-from streams.faust_internals import InputRecordsOf, install_input_records
+from streams.bench_floor import fetched, record_batch
+from streams.faust_internals import InputRecordsOf
 from streams.settings import settings_from_env
 
 ROWS = [  # offset, timestamp, key, value
@@ -22,26 +20,8 @@ ROWS = [  # offset, timestamp, key, value
 ]
 
 
-def _wire(rows: list[tuple[int, int, bytes | None, bytes | None]]) -> MemoryRecords:
-    """The rows as one record batch in Kafka's format (magic 2), as a fetch response holds it."""
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 20,
-    )
-    for offset, timestamp, key, value in rows:
-        builder.append(offset, timestamp=timestamp, key=key, value=value, headers=[])
-    return MemoryRecords(bytes(builder.build()))
-
-
 def _fetched(topic: str, deserializer: Any, fetch_offset: int = 0) -> list[Any]:
-    install_input_records()
-    tp = TopicPartition(topic, 3)
-    return list(PartitionRecords(tp, _wire(ROWS), [], fetch_offset, deserializer, None, True, 0))
+    return fetched(topic, 3, record_batch(ROWS), deserializer, fetch_offset)
 
 
 def test_an_inbound_topic_s_records_are_fetched_as_input_records_of_its_kind() -> None:

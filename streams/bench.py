@@ -586,7 +586,7 @@ def part_core(ctx: Context) -> None:
     from scoring.engine import Scorer
     from scoring.rules import parse_rules
     from streams.bench_core import core_bench, input_kinds, partition_batches, summary_line
-    from streams.bench_floor import read_cost
+    from streams.bench_floor import baseline_own_cost, read_cost
 
     settings = settings_of(ctx.run.env("main"))
     scorer = Scorer(parse_rules(settings.rules_text(), str(settings.rules_file)))
@@ -595,6 +595,7 @@ def part_core(ctx: Context) -> None:
     _say(f"core: scoring {sum(len(b) for b in batches):,} events in-process")
     result = core_bench(scorer, batches, int(time.time() * 1000))
     result["read_us_per_event"] = read_cost(batches, kinds)["read_us_per_event"]
+    result["baseline_own_us_per_event"] = baseline_own_cost(batches)["baseline_own_us_per_event"]
     ctx.report["core"] = result
     _say(f"core: {summary_line(result)}")
 

@@ -7,7 +7,7 @@ import pytest
 
 from scoring.engine import InputRecord
 from streams.bench_core import input_kinds, partition_batches
-from streams.bench_floor import fetched, floor, read_cost, record_batch
+from streams.bench_floor import baseline_own_cost, fetched, floor, floor_line, read_cost, record_batch
 from streams.bench_input import catch_up_input
 from streams.bench_report import targets
 from streams.faust_internals import InputRecordsOf
@@ -39,6 +39,14 @@ def test_read_cost_reads_every_record() -> None:
     assert result["read_us_per_event"] > 0
 
 
+def test_the_baseline_s_own_work_is_timed_on_every_record() -> None:
+    kinds = input_kinds(TopicNames())
+    batches = partition_batches(catch_up_input(3, 40, 600, NOW, TopicNames()).records, kinds, 4, batch=100)
+    result = baseline_own_cost(batches)
+    assert result["records"] == 600
+    assert result["baseline_own_us_per_event"] > 0
+
+
 def _report() -> dict[str, Any]:
     return {
         "machine": {"cores": 2},
@@ -67,6 +75,16 @@ def test_the_floor_adds_reading_scoring_encoding_what_the_worker_wrote_and_stori
         "max_ratio_to_baseline": 1.0,
         "worker_over_floor": 2.0,
     }
+
+
+def test_the_floor_splits_the_baseline_into_its_own_work_and_its_clients() -> None:
+    report = _report()
+    report["core"]["baseline_own_us_per_event"] = 1.5
+    least = floor(report)
+    assert least is not None
+    assert (least["baseline_own"], least["baseline_clients"]) == (1.5, 6.5)
+    assert floor_line(least).endswith("takes 1.5 us/event in-process: its Kafka clients the other 6.5")
+    assert "Kafka clients the other" not in floor_line(floor(_report()) or {})
 
 
 @pytest.mark.parametrize("missing", ["core", "leadscore", "baseline"])

@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +29,18 @@ def points(value: bytes) -> int:
     """The toy rule: +10 for a pricing page, else +1."""
     url = orjson.loads(value).get("url")
     return 10 if isinstance(url, str) and "/pricing" in url else 1
+
+
+def add_points(records: Iterable[Any], scores: dict[bytes, int], touched: dict[bytes, int]) -> None:
+    """Add each record's points to its lead's score, and the new score to ``touched``."""
+    for record in records:
+        key = record.key
+        touched[key] = scores[key] = scores.get(key, 0) + points(record.value)
+
+
+def output_value(key: bytes, score: int) -> bytes:
+    """The output record's value for a touched lead."""
+    return orjson.dumps({"lead_id": key.decode(), "score": score})
 
 
 async def run_loop(
@@ -50,12 +62,10 @@ async def run_loop(
             batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
             touched: dict[bytes, int] = {}
             for records in batches.values():
-                for record in records:
-                    key = record.key
-                    touched[key] = scores[key] = scores.get(key, 0) + points(record.value)
+                add_points(records, scores, touched)
                 seen += len(records)
             for key, score in touched.items():
-                await producer.send(output, key=key, value=orjson.dumps({"lead_id": key.decode(), "score": score}))
+                await producer.send(output, key=key, value=output_value(key, score))
             if first is None and seen:
                 first = (time.monotonic(), seen, cpu_seconds())
         await producer.flush()

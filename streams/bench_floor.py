@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
 from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
@@ -27,7 +26,7 @@ from aiokafka.structs import TopicPartition
 
 from scoring.engine import InputRecord
 from scoring.events import EventKind
-from streams.bench_baseline import MAX_RECORDS, points
+from streams.bench_baseline import MAX_RECORDS, add_points, output_value
 from streams.faust_internals import InputRecordsOf, install_input_records
 
 # (offset, timestamp, key, value), as a record batch holds them.
@@ -81,15 +80,13 @@ def baseline_own_cost(batches: Sequence[Sequence[InputRecord]]) -> dict[str, Any
     decoding each value, its dict of scores, and encoding one output value per touched lead per
     ``getmany`` of up to 5,000 records (``streams.bench_baseline``)."""
     records = [record for batch in batches for record in batch]
-    scores: dict[bytes | None, int] = {}
+    scores: dict[bytes, int] = {}
     began = time.thread_time()
     for start in range(0, len(records), MAX_RECORDS):
-        touched: dict[bytes | None, int] = {}
-        for record in records[start : start + MAX_RECORDS]:
-            key = record.key
-            touched[key] = scores[key] = scores.get(key, 0) + points(record.value or b"{}")
+        touched: dict[bytes, int] = {}
+        add_points(records[start : start + MAX_RECORDS], scores, touched)
         for key, score in touched.items():
-            orjson.dumps({"lead_id": (key or b"").decode(), "score": score})
+            output_value(key, score)
     spent = time.thread_time() - began
     return {"records": len(records), "baseline_own_us_per_event": round(spent / max(len(records), 1) * 1e6, 2)}
 

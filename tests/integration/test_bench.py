@@ -71,6 +71,8 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     core = report["core"]
     assert core["events"] == 20000
     _positive(core, "score_us_per_event", "encode_us_per_event", "states_per_event", "mean_state_bytes")
+    _positive(core, "read_us_per_event", "baseline_own_us_per_event")
+    assert "floor of one worker process" in (tmp_path / "latest.md").read_text()
     _positive(report["decay"]["due_index"], "due", "tick_s")
     _positive(report["decay"]["full_scan"], "due", "tick_s")
     assert {t["name"] for t in report["targets"]} >= {"events/s vs baseline", "worker CPU per event"}

@@ -282,7 +282,9 @@ def _worker_metrics(worker: Any) -> dict[str, float]:
 def cpu_by_step(result: "Throughput", step_cpu: Mapping[str, float]) -> dict[str, float]:
     """The worker's CPU per event in each step of ``leadscore_step_cpu_seconds_total`` (all counted
     within the measured window, which starts before the first batch), and ``rest``: the remainder
-    of its process CPU per event (Kafka clients, event loop, Faust)."""
+    of its process CPU per event (Kafka clients, event loop, Faust). With the threads' CPU of the
+    window, the rest split by thread: ``rest_main``, the main thread's CPU outside the steps (the
+    steps run on it), and the other threads' and RocksDB's background threads' CPU."""
     from streams.metrics import CPU_STEPS
 
     if not step_cpu or result.cpu_us_per_event <= 0:
@@ -290,6 +292,9 @@ def cpu_by_step(result: "Throughput", step_cpu: Mapping[str, float]) -> dict[str
     events = result.cpu_s * 1e6 / result.cpu_us_per_event  # the events of the measured window
     steps = {step: step_cpu.get(step, 0.0) * 1e6 / events for step in CPU_STEPS}
     steps["rest"] = result.cpu_us_per_event - sum(steps.values())
+    main, rocksdb, other = (cpu * 1e6 / events for cpu in result.threads_cpu_s)
+    if main > 0:
+        steps |= {"rest_main": main - sum(steps[s] for s in CPU_STEPS), "other_threads": other, "rocksdb": rocksdb}
     return {step: round(us, 2) for step, us in steps.items()}
 
 

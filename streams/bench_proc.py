@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -43,6 +44,26 @@ def cpu_seconds(pid: int | str = "self") -> float:
     """A process's user + system CPU time so far, from ``/proc/<pid>/stat``."""
     fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_GROUPS = ("main", "rocksdb", "other")
+
+
+def thread_cpu_seconds(pid: int | str) -> tuple[float, float, float]:
+    """A process's CPU time so far by thread group (:data:`THREAD_GROUPS`): its main thread (the
+    event loop), RocksDB's background threads (named ``rocksdb:*``), and every other thread (a
+    worker's Kafka consumer thread among them); threads that ended are in none of them."""
+    groups = [0.0, 0.0, 0.0]
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = _stat_fields(f"{pid}/task/{tid}")
+        except FileNotFoundError:  # the thread ended between the listing and the read: in no group
+            continue
+        group = 0 if tid == str(pid) else 1 if comm.startswith("rocksdb") else 2
+        groups[group] += (int(fields[11]) + int(fields[12])) / tick
+    return groups[0], groups[1], groups[2]
 
 
 def faults_and_system_cpu(pid: int | str = "self") -> tuple[int, float]:
@@ -210,6 +231,7 @@ class Sample:
     cpu_s: float
     busy_s: float = 0.0  # the workers' leadscore_step_cpu_seconds_total: > 0 once a batch was begun
     answered: bool = True  # every worker answered on /metrics
+    threads_cpu_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # by THREAD_GROUPS, all processes
 
 
 @dataclass(frozen=True)
@@ -221,8 +243,9 @@ class Throughput:
     events_per_s: float
     cpu_s: float
     cpu_us_per_event: float
+    threads_cpu_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # by THREAD_GROUPS
 
-    def to_json(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, Any]:
         """The numbers, rounded for the report."""
         return {
             "events": self.events,
@@ -230,6 +253,9 @@ class Throughput:
             "events_per_s": round(self.events_per_s, 1),
             "cpu_s": round(self.cpu_s, 3),
             "cpu_us_per_event": round(self.cpu_us_per_event, 2),
+            "cpu_s_by_thread": {
+                group: round(cpu, 3) for group, cpu in zip(THREAD_GROUPS, self.threads_cpu_s, strict=True)
+            },
         }
 
 
@@ -238,19 +264,23 @@ def throughput(first: Sample, last: Sample) -> Throughput:
     events = last.events - first.events
     seconds = max(last.t - first.t, 1e-9)
     cpu = last.cpu_s - first.cpu_s
-    return Throughput(int(last.events), seconds, events / seconds, cpu, cpu / max(events, 1) * 1e6)
+    threads = tuple(b - a for a, b in zip(first.threads_cpu_s, last.threads_cpu_s, strict=True))
+    by_thread = (threads[0], threads[1], threads[2])
+    return Throughput(int(last.events), seconds, events / seconds, cpu, cpu / max(events, 1) * 1e6, by_thread)
 
 
 def sample(workers: Sequence[Worker]) -> Sample:
     """Events consumed and the CPU of the batch steps (summed over the workers' ``/metrics``), and
     the workers' process CPU, now."""
     readings = [w.metrics(CONSUMED, STEP_CPU) for w in workers]
+    threads = [thread_cpu_seconds(w.pid) for w in workers]
     return Sample(
         time.monotonic(),
         sum(r.get(CONSUMED, 0.0) for r in readings),
         sum(cpu_seconds(w.pid) for w in workers),
         sum(r.get(STEP_CPU, 0.0) for r in readings),
         all(readings),
+        (sum(t[0] for t in threads), sum(t[1] for t in threads), sum(t[2] for t in threads)),
     )
 
 

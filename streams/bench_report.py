@@ -319,6 +319,13 @@ def _other_lines(report: dict[str, Any]) -> list[str]:
             f"its states {steps['read']:.1f}, encoding the changed states {steps['encode']:.1f}, RocksDB write "
             f"{steps['store']:.1f}, the rest (Kafka clients, event loop, Faust) {steps['rest']:.1f} "
             "(leadscore_step_cpu_seconds_total)"
+            + (
+                f"; the rest by thread: the main thread outside the steps {steps['rest_main']:.1f}, the other "
+                f"threads (the Kafka consumer's) {steps['other_threads']:.1f}, RocksDB's background threads "
+                f"{steps['rocksdb']:.1f} (/proc/<pid>/task)"
+                if "rest_main" in steps
+                else ""
+            )
         )
     core = report.get("core")
     if core:

@@ -49,7 +49,8 @@ def test_small_bench_writes_every_section_with_positive_numbers(bootstrap: str, 
     _positive(report["baseline"], "events_per_s", "seconds", "peak_rss_bytes")
     _positive(report["leadscore"], "events_per_s", "cpu_us_per_event", "peak_rss_bytes", "changelog_messages")
     assert report["leadscore"]["ratio_to_baseline"] > 0
-    _positive(report["leadscore"]["cpu_us_per_event_by_step"], "read", "score", "encode", "store")
+    _positive(report["leadscore"]["cpu_us_per_event_by_step"], "read", "score", "encode", "store", "other_threads")
+    assert "rest_main" in report["leadscore"]["cpu_us_per_event_by_step"]
     _positive(report["leadscore"], "minor_faults", "system_cpu_s")
     usable = report["machine"]["libc"] == "glibc" and report["machine"]["transparent_huge_pages"] in (
         "madvise",

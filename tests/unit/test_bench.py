@@ -2,6 +2,8 @@
 (the PNG chart is checked by the integration test: importing matplotlib costs half a second)."""
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from streams.bench_proc import (
     log_marks,
     peak_rss_bytes,
     source_digest,
+    thread_cpu_seconds,
     throughput,
 )
 from streams.bench_profile import summarize
@@ -130,6 +133,7 @@ def test_the_catch_up_is_measured_from_the_last_poll_before_any_batch_was_begun(
 ) -> None:
     worker = PolledWorker([None, (0, 0.0, 2.0), (0, 0.0, 2.1), (0, 0.5, 2.7), (3000, 1.0, 3.3), (4000, 1.4, 4.1)])
     monkeypatch.setattr(bench_proc, "cpu_seconds", lambda pid: worker.cpu)
+    monkeypatch.setattr(bench_proc, "thread_cpu_seconds", lambda pid: (worker.cpu - 0.5, 0.1, 0.4))
     monkeypatch.setattr(bench_proc, "POLL_S", 0.0)
     begun: list[int] = []
     result = bench_proc.measure_catch_up([worker], 4000, 60.0, lambda: begun.append(len(worker.polls)))  # type: ignore[list-item]
@@ -137,11 +141,13 @@ def test_the_catch_up_is_measured_from_the_last_poll_before_any_batch_was_begun(
     assert result.cpu_s == pytest.approx(2.0)  # from the idle poll at 2.1 s of CPU: the batches' CPU only
     assert result.cpu_us_per_event == pytest.approx(500.0)
     assert begun == [2]  # at the first poll that found a batch begun
+    assert result.to_json()["cpu_s_by_thread"] == {"main": 2.0, "rocksdb": 0.0, "other": 0.0}
 
 
 def test_a_worker_busy_at_its_first_answer_is_measured_from_that_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = PolledWorker([None, None, (1000, 0.5, 2.0), (4000, 1.4, 3.5)])
     monkeypatch.setattr(bench_proc, "cpu_seconds", lambda pid: worker.cpu)
+    monkeypatch.setattr(bench_proc, "thread_cpu_seconds", lambda pid: (worker.cpu, 0.0, 0.0))
     monkeypatch.setattr(bench_proc, "POLL_S", 0.0)
     result = bench_proc.measure_catch_up([worker], 4000, 60.0)  # type: ignore[list-item]
     assert result.cpu_s == pytest.approx(1.5)
@@ -151,6 +157,28 @@ def test_a_worker_busy_at_its_first_answer_is_measured_from_that_answer(monkeypa
 def test_process_readings_of_this_process() -> None:
     assert cpu_seconds() > 0
     assert peak_rss_bytes(os.getpid()) > 1_000_000
+
+
+def test_thread_readings_put_the_main_thread_and_the_others_apart() -> None:
+    spun, done = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        began = time.thread_time()
+        while time.thread_time() - began < 0.3:
+            pass
+        spun.set()
+        done.wait(10)  # alive while read: an ended thread is in no group
+
+    before = thread_cpu_seconds(os.getpid())
+    other = threading.Thread(target=spin)
+    other.start()
+    spun.wait(10)
+    after = thread_cpu_seconds(os.getpid())
+    done.set()
+    other.join()
+    assert after[2] - before[2] >= 0.2  # the spinning thread, counted among the others
+    assert after[2] - before[2] > after[0] - before[0]  # the main thread waited meanwhile
+    assert after[1] == 0.0  # no RocksDB thread in this process
 
 
 def test_log_marks_place_the_steps_of_a_start() -> None:
@@ -353,6 +381,26 @@ def test_cpu_by_step_divides_each_step_by_the_window_and_leaves_the_rest() -> No
     assert cpu_by_step(window, {}) == {}  # the worker did not answer
 
 
+def test_cpu_by_step_splits_the_rest_by_thread() -> None:
+    # 4,000 events, 50 us each: 0.16 s on the main thread, 0.008 s RocksDB's, 0.032 s the others'
+    window = throughput(
+        Sample(10.0, 1000, 1.0, threads_cpu_s=(0.8, 0.1, 0.1)),
+        Sample(12.0, 5000, 1.2, threads_cpu_s=(0.96, 0.108, 0.132)),
+    )
+    steps = cpu_by_step(window, {"read": 0.004, "score": 0.08, "encode": 0.02, "store": 0.004})
+    # main 40 us/event of which 27 in the steps; RocksDB 2, the others 8: the rest (23) split 13 + 8 + 2
+    assert steps == {
+        "read": 1.0,
+        "score": 20.0,
+        "encode": 5.0,
+        "store": 1.0,
+        "rest": 23.0,
+        "rest_main": 13.0,
+        "other_threads": 8.0,
+        "rocksdb": 2.0,
+    }
+
+
 def test_markdown_gives_the_delay_before_the_worker_of_each_level() -> None:
     report = _report()
     report["latency"]["levels"][1]["input_p99_ms"] = 212.5
@@ -365,6 +413,12 @@ def test_markdown_gives_the_cpu_by_step() -> None:
     text = markdown(report)
     assert "scoring core 5.0 us, reading the batch and its states 1.0, encoding the changed states 2.0" in text
     assert "the rest (Kafka clients, event loop, Faust) 3.5" in text
+    assert "the rest by thread" not in text  # no thread readings
+    report["leadscore"]["cpu_us_per_event_by_step"] |= {"rest_main": 2.0, "other_threads": 1.2, "rocksdb": 0.3}
+    assert (
+        "; the rest by thread: the main thread outside the steps 2.0, the other threads (the Kafka consumer's) 1.2, "
+        "RocksDB's background threads 0.3"
+    ) in markdown(report)
 
 
 def test_markdown_gives_the_floor_of_one_worker_process() -> None:

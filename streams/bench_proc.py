@@ -246,16 +246,15 @@ class Throughput:
     threads_cpu_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # by THREAD_GROUPS
 
     def to_json(self) -> dict[str, Any]:
-        """The numbers, rounded for the report."""
+        """The numbers, rounded for the report (the CPU by thread only where threads were read)."""
+        threads = {group: round(cpu, 3) for group, cpu in zip(THREAD_GROUPS, self.threads_cpu_s, strict=True)}
         return {
             "events": self.events,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.events_per_s, 1),
             "cpu_s": round(self.cpu_s, 3),
             "cpu_us_per_event": round(self.cpu_us_per_event, 2),
-            "cpu_s_by_thread": {
-                group: round(cpu, 3) for group, cpu in zip(THREAD_GROUPS, self.threads_cpu_s, strict=True)
-            },
+            **({"cpu_s_by_thread": threads} if any(self.threads_cpu_s) else {}),
         }
 
 

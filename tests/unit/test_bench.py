@@ -107,6 +107,7 @@ def test_throughput_counts_after_the_first_sample() -> None:
     assert result.events == 5000
     assert result.events_per_s == 2000
     assert result.cpu_us_per_event == pytest.approx(50.0)
+    assert "cpu_s_by_thread" not in result.to_json()  # no thread readings (the raw loop's own samples)
 
 
 class PolledWorker:

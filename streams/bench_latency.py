@@ -34,7 +34,7 @@ SETTLE_S = 1.0
 # Seconds of paced traffic at the first level's rate before any level is measured. In about half
 # the runs without it, the first level's first 1.4 s had delays of up to 0.9 s that a consumer of
 # the input topic saw too (record timestamp -> readable), before the worker: the benchmark's
-# producer could not hand the broker its next batches (README Speed, "The latest run").
+# producer could not hand the broker its next batches (bench/HISTORY.md, "The run of 13:05").
 WARM_UP_S = 3.0
 
 

@@ -7,8 +7,8 @@ this project is measured on, 7-24 microseconds each depending on the hour (the k
 page and the host backs it), up to 15% of the worker's CPU in a 1,000,000-event catch-up. With
 that tunable, glibc (2.35 and later) advises the kernel to back its heaps with 2 MiB pages
 (``MADV_HUGEPAGE``), which it does where transparent huge pages are in ``madvise`` or ``always``
-mode: the same catch-up took a third fewer faults and less system CPU (README *Speed*, "Huge
-pages for the heap"). Python's own small-object arenas (1 MiB mappings each) are not covered.
+mode: the same catch-up took a third fewer faults and less system CPU (``bench/HISTORY.md``,
+"Huge pages for the heap"). Python's own small-object arenas (1 MiB mappings each) are not covered.
 
 glibc reads its tunables once, as a process starts; so :func:`execute_with_huge_pages` replaces
 the worker's process by the same command (same PID, same arguments) with the tunable added, before

@@ -302,7 +302,7 @@ class Settings:
     # The least data the broker gathers before it answers a fetch (or the fetch wait ends). 1:
     # answer as soon as anything arrived, the lowest latency; every answer is a fetch request and
     # response of every partition encoded and parsed in Python, so at a few thousand events/s
-    # a worker spends most of its CPU on fetches (README Speed, "Fetches at low rates").
+    # a worker spends most of its CPU on fetches (bench/HISTORY.md, "... fetches at low rates").
     fetch_min_bytes: int = 1
     # The most bytes of one produce batch (changelog, outputs): a catch-up poll's changelog for a
     # partition (about 2 MB) goes in a few batches, each a produce round trip (Faust's default,
@@ -320,7 +320,7 @@ class Settings:
     # once; the batches' offsets are committed only once the states are written. 0 writes after
     # every batch. Live traffic (less far behind) writes after every batch. 30 s, as Kafka Streams'
     # commit interval (its record cache is written at each commit): 0.156 changelog records per
-    # event on the benchmark's input against 0.204 with 5 s (README Speed).
+    # event on the benchmark's input against 0.204 with 5 s (bench/HISTORY.md).
     write_behind_s: float = 30.0
     # How many records behind its end one of a partition's inbound topics must be for the partition
     # to count as catching up (write-behind); about one catch-up batch. 0 holds live traffic's

@@ -54,15 +54,13 @@ def thread_cpu_seconds(pid: int | str) -> tuple[float, float, float]:
     event loop), RocksDB's background threads (named ``rocksdb:*``), and every other thread (a
     worker's Kafka consumer thread among them); threads that ended are in none of them."""
     groups = [0.0, 0.0, 0.0]
-    tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            fields = _stat_fields(f"{pid}/task/{tid}")
+            cpu = cpu_seconds(f"{pid}/task/{tid}")
         except FileNotFoundError:  # the thread ended between the listing and the read: in no group
             continue
-        group = 0 if tid == str(pid) else 1 if comm.startswith("rocksdb") else 2
-        groups[group] += (int(fields[11]) + int(fields[12])) / tick
+        groups[0 if tid == str(pid) else 1 if comm.startswith("rocksdb") else 2] += cpu
     return groups[0], groups[1], groups[2]
 
 
@@ -263,8 +261,8 @@ def throughput(first: Sample, last: Sample) -> Throughput:
     events = last.events - first.events
     seconds = max(last.t - first.t, 1e-9)
     cpu = last.cpu_s - first.cpu_s
-    threads = tuple(b - a for a, b in zip(first.threads_cpu_s, last.threads_cpu_s, strict=True))
-    by_thread = (threads[0], threads[1], threads[2])
+    a, b = first.threads_cpu_s, last.threads_cpu_s
+    by_thread = (b[0] - a[0], b[1] - a[1], b[2] - a[2])
     return Throughput(int(last.events), seconds, events / seconds, cpu, cpu / max(events, 1) * 1e6, by_thread)
 
 
